@@ -1,0 +1,1 @@
+"""data_quality of crypto-fraud-detection."""

@@ -1,0 +1,449 @@
+"""Every feature, implemented once, as pure vectorised code over events (no I/O).
+
+Stored features describe an entity *as of* one of its events, that event included: a row of the
+`user` view at time t holds the user's windows over (t - w, t]. The batch backfill runs these
+functions over a whole history; the streaming ingest runs the same functions over its retained
+history plus a micro-batch and keeps the rows of the new events, so both paths produce the same
+values by construction. Training joins, for each transaction, the rows strictly before it; the
+scorer reads the latest rows online. Request-time features combine those rows with the request
+itself (`request_features`), through the same function in training and serving.
+
+All window arithmetic is exact: times are int64 microseconds, compared through a shared rank space,
+so no float rounding or overflow decides whether an event falls inside a window.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from fraud.contracts import Asset, TransactionType
+
+US = 1_000_000  # microseconds per second
+WINDOWS: dict[str, int] = {"1h": 3600 * US, "24h": 86400 * US, "7d": 7 * 86400 * US, "30d": 30 * 86400 * US}
+SHORT_WINDOWS: dict[str, int] = {k: WINDOWS[k] for k in ("24h", "7d")}
+RISK_WINDOWS: dict[str, int] = {k: WINDOWS[k] for k in ("7d", "30d")}
+TYPES: tuple[str, ...] = tuple(t.value for t in TransactionType)
+ASSETS: tuple[str, ...] = tuple(a.value for a in Asset)
+OUTGOING = ("withdrawal", "sell", "send")
+DISTINCT_USER_FIELDS = {
+    "devices": "device_id",
+    "ips": "ip_address",
+    "countries": "country",
+    "dest_addresses": "destination_address",
+}
+KNOWN_SETS = {
+    "devices": "new_device",
+    "ips": "new_ip",
+    "countries": "new_country",
+    "dest_addresses": "new_dest_address",
+}
+SEP = "|"
+KNOWN_CAP = 64  # most recent distinct values kept per set
+COUNTERPARTIES = {"address": "destination_address", "device": "device_id", "ip": "ip_address"}
+LIST_NAMES = ("sanctions", "mixer")
+
+
+# ---------------------------------------------------------------------------------------------
+# Feature names (the Feast repository and the model read these lists; nothing else defines them).
+
+
+def user_feature_names() -> list[str]:
+    names: list[str] = []
+    for w in WINDOWS:
+        names += [f"txn_count_{w}", f"usd_sum_{w}"]
+        for t in TYPES:
+            names += [f"{t}_count_{w}", f"{t}_usd_{w}"]
+        names += [f"distinct_{d}_{w}" for d in DISTINCT_USER_FIELDS]
+    names += ["usd_mean_30d", "usd_std_30d", "last_event_time", "txn_count_total"]
+    names += [f"known_{name}_30d" for name in KNOWN_SETS]
+    names += [f"balance_{a}" for a in ASSETS]
+    return names
+
+
+def counterparty_feature_names(kind: str) -> list[str]:
+    names = [f"{kind}_txn_count_{w}" for w in SHORT_WINDOWS]
+    names += [f"{kind}_distinct_users_{w}" for w in SHORT_WINDOWS]
+    names += [f"{kind}_first_seen"]
+    for w in RISK_WINDOWS:
+        names += [f"{kind}_fraud_count_{w}", f"{kind}_fraud_rate_{w}"]
+    return names
+
+
+ACCOUNT_FEATURES = ["signup_time", "kyc_tier"]
+ADDRESS_LIST_FEATURES = [f"on_{n}_list" for n in LIST_NAMES]
+
+REQUEST_FEATURES = [
+    "amount_usd",
+    "log_amount_usd",
+    "type_code",
+    "asset_code",
+    "payment_method_code",
+    "channel_code",
+    "hour_of_day",
+    "day_of_week",
+    "is_outgoing",
+    "is_onchain",
+    "new_device",
+    "new_ip",
+    "new_country",
+    "new_dest_address",
+    "seconds_since_prev_txn",
+    "account_age_days",
+    "amount_z_30d",
+    "amount_to_mean_30d",
+    "balance_share_leaving",
+    "address_age_days",
+    "device_age_days",
+    "ip_age_days",
+]
+
+CATEGORY_CODES: dict[str, dict[str, int]] = {
+    "type": {v: i for i, v in enumerate(TYPES)},
+    "asset": {v: i for i, v in enumerate(ASSETS)},
+    "payment_method": {v: i for i, v in enumerate(("card", "bank_transfer", "crypto", "balance"))},
+    "channel": {v: i for i, v in enumerate(("web", "ios", "android", "api"))},
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Window primitives over rows sorted by (group, time).
+
+
+def to_micros(ts: pd.Series) -> np.ndarray:
+    """UTC timestamps as int64 microseconds since the epoch."""
+    s = pd.to_datetime(ts, utc=True)
+    return np.asarray(s.dt.tz_convert("UTC").astype("datetime64[us, UTC]").astype("int64"), dtype=np.int64)
+
+
+def from_micros(us: np.ndarray) -> pd.Series:
+    return pd.Series(pd.to_datetime(us, unit="us", utc=True))
+
+
+@dataclass(frozen=True)
+class _Ranker:
+    """Maps int64 times into a dense rank space shared by every value compared in one computation."""
+
+    values: np.ndarray
+
+    @classmethod
+    def of(cls, *arrays: np.ndarray) -> _Ranker:
+        return cls(np.unique(np.concatenate([a.astype(np.int64) for a in arrays])))
+
+    def __call__(self, a: np.ndarray) -> np.ndarray:
+        return np.searchsorted(self.values, a).astype(np.int64)
+
+    @property
+    def span(self) -> int:
+        return len(self.values) + 1
+
+
+def _window_bounds(g: np.ndarray, t: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """For rows sorted by (g, t): [start, end) of the rows of the same group with t_i - w < t_j <= t_i."""
+    rank = _Ranker.of(t, t - width)
+    key = g * rank.span + rank(t)
+    start = np.searchsorted(key, g * rank.span + rank(t - width), side="right")
+    end = np.searchsorted(key, key, side="right")
+    return start, end
+
+
+def _window_sum(x: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
+    cs = np.concatenate([[0.0], np.cumsum(x, dtype=np.float64)])
+    return cs[end] - cs[start]
+
+
+def _window_distinct(g: np.ndarray, t: np.ndarray, v: np.ndarray, width: int, present: np.ndarray) -> np.ndarray:
+    """Distinct values of v (where present) among rows of the same group with t_i - w < t_j <= t_i.
+
+    Each row j covers [t_j, min(t_j + w, next time its value recurs in its group)); the distinct
+    count at t_i is the number of covering intervals: (rows started by t_i) - (rows ended by t_i).
+    """
+    n = len(t)
+    idx = np.flatnonzero(present)
+    gv_order = idx[np.lexsort((t[idx], v[idx], g[idx]))]
+    nxt = np.full(n, np.iinfo(np.int64).max // 4, dtype=np.int64)
+    same = (g[gv_order][1:] == g[gv_order][:-1]) & (v[gv_order][1:] == v[gv_order][:-1])
+    nxt[gv_order[:-1][same]] = t[gv_order][1:][same]
+    ends = np.minimum(t + width, nxt)[idx]
+    rank = _Ranker.of(t, ends)
+    rt = rank(t)
+    started_key = g[idx] * rank.span + rt[idx]  # sorted already (rows sorted by g, t)
+    ended_key = np.sort(g[idx] * rank.span + rank(ends))
+    q = g * rank.span + rt
+    group_start = g * rank.span
+    started = np.searchsorted(started_key, q, side="right") - np.searchsorted(started_key, group_start, side="left")
+    ended = np.searchsorted(ended_key, q, side="right") - np.searchsorted(ended_key, group_start, side="left")
+    return (started - ended).astype(np.int64)
+
+
+def _known_sets(g: np.ndarray, t: np.ndarray, values: np.ndarray, width: int) -> list[str]:
+    """Per row (sorted by g, t): the group's distinct values seen in (t_i - w, t_i], most recent last."""
+    n = len(t)
+    out: list[str] = [""] * n
+    last_seen: dict[object, int] = {}
+    run_start = 0
+    for i in range(n):
+        if i == 0 or g[i] != g[i - 1]:
+            last_seen = {}
+        if i == 0 or g[i] != g[i - 1] or t[i] != t[i - 1]:
+            run_start = i
+        v = values[i]
+        if v is not None and v == v:  # skip None and NaN
+            last_seen.pop(v, None)
+            last_seen[v] = t[i]
+        if i + 1 < n and g[i + 1] == g[i] and t[i + 1] == t[i]:
+            continue  # events at one instant share one "as of" value, set at the run's end
+        cutoff = t[i] - width
+        for k in [k for k, seen in last_seen.items() if seen <= cutoff]:
+            del last_seen[k]
+        if len(last_seen) > KNOWN_CAP:
+            for k in list(last_seen)[: len(last_seen) - KNOWN_CAP]:
+                del last_seen[k]
+        text = SEP.join(str(k) for k in last_seen)
+        for k in range(run_start, i + 1):
+            out[k] = text
+    return out
+
+
+def _codes(*series: pd.Series) -> list[np.ndarray]:
+    """Factorize several series into one shared integer code space (missing values get -1)."""
+    joined = pd.concat(series, ignore_index=True)
+    codes, _ = pd.factorize(joined, use_na_sentinel=True)
+    out, pos = [], 0
+    for s in series:
+        out.append(codes[pos : pos + len(s)].astype(np.int64))
+        pos += len(s)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Entity feature rows.
+
+
+def prepare_events(events: pd.DataFrame) -> pd.DataFrame:
+    """Canonical events sorted by (event_time, transaction_id), with int64 microsecond times."""
+    df = events.copy()
+    df["_t"] = to_micros(df["event_time"])
+    df = df.sort_values(["_t", "transaction_id"], kind="stable").reset_index(drop=True)
+    return df
+
+
+def user_features(events: pd.DataFrame, carry: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One `user` row per event: windows by type, distinct counts, 30d spread, balances, last event.
+
+    `carry` (indexed by user_id) holds what the rows before `events` contributed to the running
+    totals (`txn_count_total`, `balance_<ASSET>`); the streaming path passes it, the backfill not.
+    """
+    df = prepare_events(events)
+    n = len(df)
+    (g,) = _codes(df["user_id"])
+    order = np.lexsort((np.arange(n), df["_t"].to_numpy(), g))
+    d = df.iloc[order].reset_index(drop=True)
+    g, t = g[order], d["_t"].to_numpy()
+    usd = d["amount_usd"].to_numpy(dtype=np.float64)
+    types = d["type"].to_numpy()
+    out: dict[str, np.ndarray] = {}
+    known: dict[str, list[str]] = {}
+    for w, width in WINDOWS.items():
+        start, end = _window_bounds(g, t, width)
+        out[f"txn_count_{w}"] = (end - start).astype(np.int64)
+        out[f"usd_sum_{w}"] = _window_sum(usd, start, end)
+        for typ in TYPES:
+            is_t = (types == typ).astype(np.float64)
+            out[f"{typ}_count_{w}"] = np.rint(_window_sum(is_t, start, end)).astype(np.int64)
+            out[f"{typ}_usd_{w}"] = _window_sum(usd * is_t, start, end)
+        for name, col in DISTINCT_USER_FIELDS.items():
+            values = d[col]
+            (v,) = _codes(values)
+            out[f"distinct_{name}_{w}"] = _window_distinct(g, t, v, width, present=v >= 0)
+            if w == "30d":
+                known[f"known_{name}_30d"] = _known_sets(g, t, values.to_numpy(), width)
+        if w == "30d":
+            sq = _window_sum(usd * usd, start, end)
+            cnt = out["txn_count_30d"].astype(np.float64)
+            mean = out["usd_sum_30d"] / cnt
+            out["usd_mean_30d"] = mean
+            out["usd_std_30d"] = np.sqrt(np.maximum(sq / cnt - mean * mean, 0.0))
+    out["last_event_time"] = t
+    # Running totals over all history (plus what came before, from `carry`).
+    first_of_group = np.r_[True, g[1:] != g[:-1]]
+    group_id = np.cumsum(first_of_group) - 1
+    users = d["user_id"].to_numpy()
+
+    def running(x: np.ndarray, carry_col: str) -> np.ndarray:
+        cs = np.cumsum(x)
+        base = cs[first_of_group] - x[first_of_group]
+        result = cs - base[group_id]
+        if carry is not None and carry_col in carry:
+            prior = pd.Series(users).map(carry[carry_col]).fillna(0.0).to_numpy(dtype=np.float64)
+            result = result + prior
+        return result
+
+    out["txn_count_total"] = np.rint(running(np.ones(n), "txn_count_total")).astype(np.int64)
+    sign = np.where(np.isin(types, OUTGOING), -1.0, 1.0)
+    amount = d["amount"].to_numpy(dtype=np.float64)
+    assets = d["asset"].to_numpy()
+    for a in ASSETS:
+        out[f"balance_{a}"] = running(np.where(assets == a, sign * amount, 0.0), f"balance_{a}")
+    rows = pd.DataFrame(out)
+    rows.insert(0, "user_id", users)
+    rows.insert(1, "event_timestamp", from_micros(t))
+    rows.insert(2, "transaction_id", d["transaction_id"].to_numpy())
+    rows["last_event_time"] = from_micros(t)
+    for col, sets in known.items():
+        rows[col] = sets
+    return rows
+
+
+def counterparty_features(
+    events: pd.DataFrame,
+    kind: str,
+    fraud_labels: pd.DataFrame | None = None,
+    carry: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """One row per event that has the counterparty `kind` (address, device or ip).
+
+    Activity over 24h/7d (transactions, distinct users), first-seen time, and label-derived risk:
+    confirmed frauds whose `label_time` falls in the window (known by then, never later), and their
+    rate per transaction. `fraud_labels` needs transaction_id, is_fraud, label_time.
+    `carry` (indexed by entity) holds `<kind>_first_seen` from before `events` (streaming path).
+    """
+    col = COUNTERPARTIES[kind]
+    df = prepare_events(events)
+    df = df[df[col].notna()].reset_index(drop=True)
+    n = len(df)
+    (g,) = _codes(df[col])
+    order = np.lexsort((np.arange(n), df["_t"].to_numpy(), g))
+    d = df.iloc[order].reset_index(drop=True)
+    g, t = g[order], d["_t"].to_numpy()
+    (u,) = _codes(d["user_id"])
+    out: dict[str, np.ndarray] = {}
+    for w, width in SHORT_WINDOWS.items():
+        start, end = _window_bounds(g, t, width)
+        out[f"{kind}_txn_count_{w}"] = (end - start).astype(np.int64)
+        out[f"{kind}_distinct_users_{w}"] = _window_distinct(g, t, u, width, present=np.ones(n, dtype=bool))
+    first_of_group = np.r_[True, g[1:] != g[:-1]] if n else np.zeros(0, dtype=bool)
+    group_id = np.cumsum(first_of_group) - 1
+    first_seen = t[first_of_group][group_id] if n else t
+    entities = d[col].to_numpy()
+    if carry is not None and f"{kind}_first_seen" in carry and n:
+        prior = pd.Series(entities).map(carry[f"{kind}_first_seen"]).to_numpy(dtype="float64")
+        first_seen = np.where(np.isnan(prior), first_seen, np.minimum(first_seen, np.nan_to_num(prior)))
+        first_seen = first_seen.astype(np.int64)
+    out[f"{kind}_first_seen"] = first_seen
+    # Label-derived risk: fraud labels attached to this entity (through their transaction).
+    for w, width in RISK_WINDOWS.items():
+        counts = np.zeros(n, dtype=np.int64)
+        if fraud_labels is not None and len(fraud_labels) and n:
+            lab = fraud_labels[fraud_labels["is_fraud"].astype(bool)]
+            lab = lab.merge(events[["transaction_id", col]], on="transaction_id", how="inner")
+            lab = lab[lab[col].notna()]
+            if len(lab):
+                gq, gl = _codes(d[col], lab[col])
+                lt = to_micros(lab["label_time"])
+                rank = _Ranker.of(t, t - width, lt)
+                lkey = np.sort(gl * rank.span + rank(lt))
+                hi = np.searchsorted(lkey, gq * rank.span + rank(t), side="right")
+                lo = np.searchsorted(lkey, gq * rank.span + rank(t - width), side="right")
+                counts = (hi - lo).astype(np.int64)
+        lo_w, hi_w = _window_bounds(g, t, width)
+        activity = hi_w - lo_w
+        out[f"{kind}_fraud_count_{w}"] = counts
+        out[f"{kind}_fraud_rate_{w}"] = counts / np.maximum(activity, 1)
+    rows = pd.DataFrame(out)
+    rows.insert(0, col, entities)
+    rows.insert(1, "event_timestamp", from_micros(t))
+    rows.insert(2, "transaction_id", d["transaction_id"].to_numpy())
+    rows[f"{kind}_first_seen"] = from_micros(out[f"{kind}_first_seen"])
+    return rows
+
+
+def account_rows(accounts: pd.DataFrame) -> pd.DataFrame:
+    """The `account` view's rows: one per user, timestamped at signup."""
+    rows = accounts[["user_id", "signup_time", "kyc_tier"]].copy()
+    rows["signup_time"] = pd.to_datetime(rows["signup_time"], utc=True)
+    rows["kyc_tier"] = rows["kyc_tier"].astype(np.int64)
+    rows["event_timestamp"] = rows["signup_time"]
+    return rows
+
+
+def address_list_rows(address_lists: pd.DataFrame) -> pd.DataFrame:
+    """The `address_list` view's rows: at each listing time, the lists the address is on by then."""
+    df = address_lists.copy()
+    df["listed_time"] = pd.to_datetime(df["listed_time"], utc=True)
+    df = df.sort_values(["address", "listed_time"], kind="stable")
+    for name in LIST_NAMES:
+        df[f"on_{name}_list"] = (df["list_name"] == name).astype(np.int64).groupby(df["address"]).cummax()
+    rows = df.groupby(["address", "listed_time"], as_index=False)[ADDRESS_LIST_FEATURES].max()
+    rows = rows.rename(columns={"address": "destination_address", "listed_time": "event_timestamp"})
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# Request-time features: the request itself joined with the stored rows strictly before it.
+
+
+def request_features(txns: pd.DataFrame, stored: pd.DataFrame) -> pd.DataFrame:
+    """Request-time features for transactions, given the stored feature values known before each one.
+
+    `txns` are canonical transactions; `stored` is aligned row by row with them and holds the user,
+    counterparty, account and list features (missing entities as NaN/NaT). The scorer calls this with
+    one online-store row per request; training with the point-in-time join. Same code, same values.
+    """
+    t = to_micros(txns["event_time"])
+    out = pd.DataFrame(index=txns.index)
+    usd = txns["amount_usd"].astype(np.float64).to_numpy()
+    out["amount_usd"] = usd
+    out["log_amount_usd"] = np.log1p(usd)
+    for field in ("type", "asset", "payment_method", "channel"):
+        out[f"{field}_code"] = txns[field].map(CATEGORY_CODES[field]).astype(np.int64).to_numpy()
+    ts = pd.to_datetime(txns["event_time"], utc=True)
+    out["hour_of_day"] = ts.dt.hour.to_numpy()
+    out["day_of_week"] = ts.dt.dayofweek.to_numpy()
+    outgoing = txns["type"].isin(OUTGOING).to_numpy()
+    out["is_outgoing"] = outgoing.astype(np.int64)
+    out["is_onchain"] = (txns["destination_address"].notna() | txns["source_address"].notna()).astype(np.int64)
+
+    def seconds_since(col: str) -> np.ndarray:
+        if col not in stored:
+            return np.full(len(txns), np.nan)
+        prev = pd.to_datetime(stored[col], utc=True)
+        prev_us = prev.astype("datetime64[us, UTC]").astype("int64").to_numpy(dtype=np.float64)
+        prev_us[prev.isna().to_numpy()] = np.nan
+        return (t - prev_us) / US
+
+    has_user = stored.get("txn_count_total", pd.Series(np.nan, index=txns.index)).notna().to_numpy()
+    # "New" for this user: the value is not among the user's distinct values of the last 30 days.
+    for name, field in KNOWN_SETS.items():
+        known = stored.get(f"known_{name}_30d")
+        values = txns[DISTINCT_USER_FIELDS[name]]
+        if known is None:
+            flag = np.ones(len(txns), dtype=np.int64)
+        else:
+            flag = np.array(
+                [0 if isinstance(k, str) and v in k.split(SEP) else 1 for v, k in zip(values, known, strict=True)],
+                dtype=np.int64,
+            )
+        out[field] = np.where(values.isna().to_numpy(), 0, flag)
+    out["seconds_since_prev_txn"] = seconds_since("last_event_time")
+    out["account_age_days"] = seconds_since("signup_time") / 86400.0
+    mean = stored.get("usd_mean_30d", pd.Series(np.nan, index=txns.index)).to_numpy(dtype=np.float64)
+    std = stored.get("usd_std_30d", pd.Series(np.nan, index=txns.index)).to_numpy(dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out["amount_z_30d"] = (usd - mean) / np.where(std > 0, std, np.nan)
+        out["amount_to_mean_30d"] = usd / np.where(mean > 0, mean, np.nan)
+        amount = txns["amount"].astype(np.float64).to_numpy()
+        balance = np.full(len(txns), np.nan)
+        for a in ASSETS:
+            col = f"balance_{a}"
+            if col in stored:
+                sel = (txns["asset"] == a).to_numpy()
+                balance[sel] = stored[col].to_numpy(dtype=np.float64)[sel]
+        share = amount / np.where(balance > 0, balance, np.nan)
+        share = np.where(np.isnan(share) & outgoing & has_user, 10.0, share)  # leaving more than it holds
+        out["balance_share_leaving"] = np.where(outgoing, share, 0.0)
+    for kind in COUNTERPARTIES:
+        out[f"{kind}_age_days"] = seconds_since(f"{kind}_first_seen") / 86400.0
+    return out[REQUEST_FEATURES]

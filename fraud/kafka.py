@@ -1,0 +1,118 @@
+"""Thin Kafka edge: wait for the broker, create topics, build producers and consumers (kafka-python)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from fraud.contracts import ALL_TOPICS
+
+log = logging.getLogger(__name__)
+
+
+class BrokerUnavailable(RuntimeError):
+    """The Kafka broker did not answer within the allowed time."""
+
+
+def wait_for_broker(bootstrap_servers: str, timeout_s: float = 60.0, interval_s: float = 1.0) -> None:
+    """Block until the broker answers a metadata request, or raise after `timeout_s` with a clear message."""
+    deadline = time.monotonic() + timeout_s
+    attempt = 0
+    last_error: Exception | None = None
+    while True:
+        attempt += 1
+        try:
+            admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=5000)
+            try:
+                admin.list_topics()
+            finally:
+                admin.close()
+            if attempt > 1:
+                log.info("kafka broker %s answered after %d attempts", bootstrap_servers, attempt)
+            return
+        except (KafkaError, OSError, ValueError) as exc:
+            last_error = exc
+        if time.monotonic() >= deadline:
+            raise BrokerUnavailable(
+                f"Kafka broker at {bootstrap_servers} did not answer within {timeout_s:.0f}s "
+                f"({attempt} attempts; last error: {last_error!r}). Is it running? "
+                "Locally: infra/kafka/broker.sh start"
+            )
+        log.warning("waiting for kafka broker %s (attempt %d): %s", bootstrap_servers, attempt, last_error)
+        time.sleep(interval_s)
+
+
+def ensure_topics(
+    bootstrap_servers: str,
+    topics: Iterable[str] = ALL_TOPICS,
+    partitions: int = 3,
+    replication_factor: int = 1,
+) -> list[str]:
+    """Create the topics that do not exist yet; return the names created. Safe to call twice."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    try:
+        existing = set(admin.list_topics())
+        missing = [t for t in topics if t not in existing]
+        created: list[str] = []
+        for name in missing:
+            try:
+                admin.create_topics(
+                    [NewTopic(name=name, num_partitions=partitions, replication_factor=replication_factor)]
+                )
+                created.append(name)
+            except TopicAlreadyExistsError:
+                pass
+        return created
+    finally:
+        admin.close()
+
+
+def topic_partitions(bootstrap_servers: str, topic: str) -> int:
+    """Number of partitions of `topic` (0 when it does not exist)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers)
+    try:
+        parts = consumer.partitions_for_topic(topic)
+        return len(parts) if parts else 0
+    finally:
+        consumer.close()
+
+
+def json_bytes(value: Any) -> bytes:
+    """Serialize to compact JSON bytes (datetimes as ISO 8601)."""
+    return json.dumps(value, separators=(",", ":"), default=str).encode()
+
+
+def make_producer(bootstrap_servers: str, **overrides: Any) -> KafkaProducer:
+    """An idempotent producer: acks=all, batching and lz4 compression for throughput."""
+    config: dict[str, Any] = {
+        "bootstrap_servers": bootstrap_servers,
+        "acks": "all",
+        "enable_idempotence": True,
+        "linger_ms": 20,
+        "batch_size": 256 * 1024,
+        "compression_type": "lz4",
+        "max_in_flight_requests_per_connection": 5,
+    }
+    config.update(overrides)
+    return KafkaProducer(**config)
+
+
+def make_consumer(bootstrap_servers: str, group_id: str, *topics: str, **overrides: Any) -> KafkaConsumer:
+    """A consumer-group member with auto-commit off: the caller commits after its writes are durable."""
+    config: dict[str, Any] = {
+        "bootstrap_servers": bootstrap_servers,
+        "group_id": group_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "max_poll_records": 2000,
+        "isolation_level": "read_committed",
+    }
+    config.update(overrides)
+    return KafkaConsumer(*topics, **config)

@@ -1,0 +1,1 @@
+"""pipelines of crypto-fraud-detection."""

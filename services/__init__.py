@@ -1,0 +1,1 @@
+"""services of crypto-fraud-detection."""
