@@ -5,6 +5,9 @@ Commands import their implementation lazily so that `fraud --help` stays fast.
 
 from __future__ import annotations
 
+from datetime import datetime
+from pathlib import Path
+
 import typer
 
 from fraud.logs import setup_logging
@@ -50,6 +53,98 @@ def topics(
     )
     for name in ALL_TOPICS:
         typer.echo(f"{name}: {'created' if name in created else 'exists'}")
+
+
+@app.command()
+def simulate(
+    seed: int | None = typer.Option(None, help="random seed: same seed and options, same output"),
+    users: int | None = typer.Option(None, help="number of customers (fraud rings add their own accounts)"),
+    days: int | None = typer.Option(None, help="length of the simulated window in days"),
+    start: datetime | None = typer.Option(None, formats=["%Y-%m-%d"], help="first day of the window (UTC)"),
+    fraud_rate: float | None = typer.Option(None, help="share of fraudulent transactions (default 0.01)"),
+    to: str = typer.Option("parquet", help="kafka or parquet"),
+    out: Path | None = typer.Option(None, help="Parquet output directory (default <data_dir>/simulated)"),
+    rate: float | None = typer.Option(None, help="Kafka messages per second (0: as fast as possible)"),
+    realtime: bool = typer.Option(False, help="Kafka: event and label times are the wall-clock time at send"),
+) -> None:
+    """Simulate an exchange's transactions and late fraud labels; validate them; write Parquet or stream to Kafka."""
+    from fraud.settings import SimulatorSettings
+    from pipelines.simulate import DataQualityError, run
+
+    if to not in ("kafka", "parquet"):
+        raise typer.BadParameter("--to must be kafka or parquet")
+    overrides = {
+        "sim_seed": seed,
+        "sim_users": users,
+        "sim_days": days,
+        "sim_start": start.date() if start else None,
+        "sim_fraud_rate": fraud_rate,
+        "sim_out": out,
+        "sim_rate": rate,
+        "sim_realtime": realtime or None,
+    }
+    settings = SimulatorSettings(**{k: v for k, v in overrides.items() if v is not None})
+    _logging(settings)
+    try:
+        report = run(settings, "kafka" if to == "kafka" else "parquet", progress=True)
+    except DataQualityError as exc:
+        typer.secho(str(exc), fg="red", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"{report.transactions:,} transactions ({report.fraud:,} fraud), {report.accounts:,} accounts")
+    for kind, n in sorted(report.by_type.items(), key=lambda kv: -kv[1]):
+        typer.echo(f"  {kind:<22} {n:>10,}")
+    typer.echo("\n".join(report.validation))
+    for path in report.written:
+        typer.echo(f"wrote {path}")
+    if report.kafka_events_per_s is not None:
+        typer.echo(f"kafka: {report.kafka_events_per_s:,.0f} messages/s")
+    typer.echo("timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in report.seconds.items()))
+
+
+features_app = typer.Typer(help="The Feast feature store.", no_args_is_help=True)
+app.add_typer(features_app, name="features")
+
+
+@features_app.command("apply")
+def features_apply() -> None:
+    """Register the feature repository (`feast apply`) for the configured store (embedded or compose)."""
+    from fraud.settings import FeatureStoreSettings
+    from fraud.store import apply
+
+    settings = FeatureStoreSettings()
+    _logging(settings)
+    store = apply(settings)
+    views = sorted(v.name for v in store.list_feature_views())
+    typer.echo(f"applied {settings.feast_project} ({settings.feast_mode}): {', '.join(views)}")
+
+
+@app.command()
+def backfill(
+    transactions: Path = typer.Option(..., help="transactions file (Parquet or CSV, canonical schema)"),
+    labels: Path = typer.Option(..., help="labels file (Parquet or CSV)"),
+    accounts: Path | None = typer.Option(None, help="accounts table (optional: account features then missing)"),
+    address_lists: Path | None = typer.Option(None, help="sanctions/mixer address lists (optional)"),
+) -> None:
+    """Compute every feature for a whole history; write the offline store and materialize the online store."""
+    from fraud.settings import BackfillSettings
+    from pipelines.backfill import backfill as run
+
+    settings = BackfillSettings()
+    _logging(settings)
+    try:
+        report = run(settings, transactions, labels, accounts, address_lists)
+    except (FileNotFoundError, ValueError) as exc:
+        typer.secho(f"backfill failed: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(
+        f"transactions: {report.transactions_in} valid, {report.transactions_rejected} rejected; "
+        f"labels: {report.labels_in} valid, {report.labels_rejected} rejected"
+    )
+    if report.rejects_path:
+        typer.echo(f"rejected rows and reasons: {report.rejects_path}")
+    for view, n in report.offline_rows.items():
+        typer.echo(f"  {view}: {n} offline rows, {report.online_rows.get(view, 0)} online entities")
+    typer.echo(f"features + offline write: {report.rows_per_s:,.0f} transactions/s")
 
 
 def main() -> None:

@@ -1,7 +1,8 @@
 """Every feature, implemented once, as pure vectorised code over events (no I/O).
 
 Stored features describe an entity *as of* one of its events, that event included: a row of the
-`user` view at time t holds the user's windows over (t - w, t]. The batch backfill runs these
+`user` view at time t holds the user's windows over (t - w, t], counting the events ordered up to
+this one by (event_time, transaction_id). The batch backfill runs these
 functions over a whole history; the streaming ingest runs the same functions over its retained
 history plus a micro-batch and keeps the rows of the new events, so both paths produce the same
 values by construction. Training joins, for each transaction, the rows strictly before it; the
@@ -141,11 +142,11 @@ class _Ranker:
 
 
 def _window_bounds(g: np.ndarray, t: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """For rows sorted by (g, t): [start, end) of the rows of the same group with t_i - w < t_j <= t_i."""
+    """For rows sorted by (g, t, order): [start, end) = rows j of the same group, j <= i, t_j > t_i - w."""
     rank = _Ranker.of(t, t - width)
     key = g * rank.span + rank(t)
     start = np.searchsorted(key, g * rank.span + rank(t - width), side="right")
-    end = np.searchsorted(key, key, side="right")
+    end = np.arange(1, len(t) + 1)
     return start, end
 
 
@@ -155,55 +156,51 @@ def _window_sum(x: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray
 
 
 def _window_distinct(g: np.ndarray, t: np.ndarray, v: np.ndarray, width: int, present: np.ndarray) -> np.ndarray:
-    """Distinct values of v (where present) among rows of the same group with t_i - w < t_j <= t_i.
+    """Distinct values of v (where present) among rows j <= i of the same group with t_j > t_i - w.
 
-    Each row j covers [t_j, min(t_j + w, next time its value recurs in its group)); the distinct
-    count at t_i is the number of covering intervals: (rows started by t_i) - (rows ended by t_i).
+    Each row j covers the rows from itself up to (not including) the first row that either repeats
+    its value or falls out of its window; the distinct count at row i is the number of covering rows:
+    (rows started by i) - (rows whose cover ended by i). Rows are sorted by (g, t, order).
     """
     n = len(t)
+    pos = np.arange(n)
+    rank = _Ranker.of(t, t + width)
+    key = g * rank.span + rank(t)
+    # first row of the same group with t_k >= t_j + w: j's window cover ends there at the latest
+    out_of_window = np.searchsorted(key, g * rank.span + rank(t + width), side="left")
     idx = np.flatnonzero(present)
-    gv_order = idx[np.lexsort((t[idx], v[idx], g[idx]))]
-    nxt = np.full(n, np.iinfo(np.int64).max // 4, dtype=np.int64)
+    gv_order = idx[np.lexsort((pos[idx], v[idx], g[idx]))]
+    repeat = np.full(n, n, dtype=np.int64)
     same = (g[gv_order][1:] == g[gv_order][:-1]) & (v[gv_order][1:] == v[gv_order][:-1])
-    nxt[gv_order[:-1][same]] = t[gv_order][1:][same]
-    ends = np.minimum(t + width, nxt)[idx]
-    rank = _Ranker.of(t, ends)
-    rt = rank(t)
-    started_key = g[idx] * rank.span + rt[idx]  # sorted already (rows sorted by g, t)
-    ended_key = np.sort(g[idx] * rank.span + rank(ends))
-    q = g * rank.span + rt
-    group_start = g * rank.span
-    started = np.searchsorted(started_key, q, side="right") - np.searchsorted(started_key, group_start, side="left")
-    ended = np.searchsorted(ended_key, q, side="right") - np.searchsorted(ended_key, group_start, side="left")
+    repeat[gv_order[:-1][same]] = gv_order[1:][same]
+    end = np.minimum(out_of_window, repeat)[idx]
+    first_of_group = np.r_[True, g[1:] != g[:-1]] if n else np.zeros(0, dtype=bool)
+    group_start = np.maximum.accumulate(np.where(first_of_group, pos, 0))
+    started = np.searchsorted(idx, pos, side="right") - np.searchsorted(idx, group_start, side="left")
+    ends = np.sort(end)
+    ended = np.searchsorted(ends, pos, side="right") - np.searchsorted(ends, group_start, side="right")
     return (started - ended).astype(np.int64)
 
 
 def _known_sets(g: np.ndarray, t: np.ndarray, values: np.ndarray, width: int) -> list[str]:
-    """Per row (sorted by g, t): the group's distinct values seen in (t_i - w, t_i], most recent last."""
+    """Per row (sorted by g, t, order): the group's distinct values in its window, most recent last."""
     n = len(t)
     out: list[str] = [""] * n
     last_seen: dict[object, int] = {}
-    run_start = 0
     for i in range(n):
         if i == 0 or g[i] != g[i - 1]:
             last_seen = {}
-        if i == 0 or g[i] != g[i - 1] or t[i] != t[i - 1]:
-            run_start = i
         v = values[i]
         if v is not None and v == v:  # skip None and NaN
             last_seen.pop(v, None)
             last_seen[v] = t[i]
-        if i + 1 < n and g[i + 1] == g[i] and t[i + 1] == t[i]:
-            continue  # events at one instant share one "as of" value, set at the run's end
         cutoff = t[i] - width
         for k in [k for k, seen in last_seen.items() if seen <= cutoff]:
             del last_seen[k]
         if len(last_seen) > KNOWN_CAP:
             for k in list(last_seen)[: len(last_seen) - KNOWN_CAP]:
                 del last_seen[k]
-        text = SEP.join(str(k) for k in last_seen)
-        for k in range(run_start, i + 1):
-            out[k] = text
+        out[i] = SEP.join(str(k) for k in last_seen)
     return out
 
 
@@ -265,7 +262,9 @@ def user_features(events: pd.DataFrame, carry: pd.DataFrame | None = None) -> pd
             cnt = out["txn_count_30d"].astype(np.float64)
             mean = out["usd_sum_30d"] / cnt
             out["usd_mean_30d"] = mean
-            out["usd_std_30d"] = np.sqrt(np.maximum(sq / cnt - mean * mean, 0.0))
+            var = sq / cnt - mean * mean
+            # E[x^2] - E[x]^2 from running sums: clamp the float noise left where the spread is nil
+            out["usd_std_30d"] = np.sqrt(np.where(var > 1e-9 * mean * mean, var, 0.0))
     out["last_event_time"] = t
     # Running totals over all history (plus what came before, from `carry`).
     first_of_group = np.r_[True, g[1:] != g[:-1]]
@@ -307,7 +306,8 @@ def counterparty_features(
 
     Activity over 24h/7d (transactions, distinct users), first-seen time, and label-derived risk:
     confirmed frauds whose `label_time` falls in the window (known by then, never later), and their
-    rate per transaction. `fraud_labels` needs transaction_id, is_fraud, label_time.
+    rate per transaction. `fraud_labels` are labels with their transaction's entities attached
+    (`attach_entities`): a label counts for the address, device and IP its transaction used.
     `carry` (indexed by entity) holds `<kind>_first_seen` from before `events` (streaming path).
     """
     col = COUNTERPARTIES[kind]
@@ -334,20 +334,19 @@ def counterparty_features(
         first_seen = first_seen.astype(np.int64)
     out[f"{kind}_first_seen"] = first_seen
     # Label-derived risk: fraud labels attached to this entity (through their transaction).
+    lab = None
+    if fraud_labels is not None and len(fraud_labels) and n:
+        lab = fraud_labels[fraud_labels["is_fraud"].astype(bool) & fraud_labels[col].notna()]
     for w, width in RISK_WINDOWS.items():
         counts = np.zeros(n, dtype=np.int64)
-        if fraud_labels is not None and len(fraud_labels) and n:
-            lab = fraud_labels[fraud_labels["is_fraud"].astype(bool)]
-            lab = lab.merge(events[["transaction_id", col]], on="transaction_id", how="inner")
-            lab = lab[lab[col].notna()]
-            if len(lab):
-                gq, gl = _codes(d[col], lab[col])
-                lt = to_micros(lab["label_time"])
-                rank = _Ranker.of(t, t - width, lt)
-                lkey = np.sort(gl * rank.span + rank(lt))
-                hi = np.searchsorted(lkey, gq * rank.span + rank(t), side="right")
-                lo = np.searchsorted(lkey, gq * rank.span + rank(t - width), side="right")
-                counts = (hi - lo).astype(np.int64)
+        if lab is not None and len(lab):
+            gq, gl = _codes(d[col], lab[col])
+            lt = to_micros(lab["label_time"])
+            rank = _Ranker.of(t, t - width, lt)
+            lkey = np.sort(gl * rank.span + rank(lt))
+            hi = np.searchsorted(lkey, gq * rank.span + rank(t), side="right")
+            lo = np.searchsorted(lkey, gq * rank.span + rank(t - width), side="right")
+            counts = (hi - lo).astype(np.int64)
         lo_w, hi_w = _window_bounds(g, t, width)
         activity = hi_w - lo_w
         out[f"{kind}_fraud_count_{w}"] = counts
@@ -358,6 +357,13 @@ def counterparty_features(
     rows.insert(2, "transaction_id", d["transaction_id"].to_numpy())
     rows[f"{kind}_first_seen"] = from_micros(out[f"{kind}_first_seen"])
     return rows
+
+
+def attach_entities(labels: pd.DataFrame, transactions: pd.DataFrame) -> pd.DataFrame:
+    """Labels with the counterparties of their transaction (what label-derived risk is counted on)."""
+    cols = ["transaction_id", *COUNTERPARTIES.values()]
+    base = labels.drop(columns=[c for c in COUNTERPARTIES.values() if c in labels.columns])
+    return base.merge(transactions[cols], on="transaction_id", how="inner")
 
 
 def account_rows(accounts: pd.DataFrame) -> pd.DataFrame:

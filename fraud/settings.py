@@ -6,10 +6,13 @@ Compose sets the same variables to its containers' host names.
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from fraud.contracts import TOPIC_LABELS, TOPIC_TRANSACTIONS
 
 
 class CommonSettings(BaseSettings):
@@ -29,3 +32,52 @@ class KafkaAdminSettings(CommonSettings):
 
     topic_partitions: int = 3
     topic_replication_factor: int = 1
+
+
+class FeatureStoreSettings(CommonSettings):
+    """The Feast store: embedded (SQLite online, Parquet offline) or compose (Redis online)."""
+
+    feast_mode: str = Field("embedded", pattern="^(embedded|compose)$")
+    feast_project: str = "crypto_fraud"
+    feast_redis_url: str = "127.0.0.1:6379"
+    feast_offline_dir: Path | None = None  # default: <data_dir>/offline
+    feast_registry_path: Path | None = None  # default: <data_dir>/feast/registry.db
+
+    @property
+    def offline_dir(self) -> Path:
+        return self.feast_offline_dir or self.data_dir / "offline"
+
+    @property
+    def registry_path(self) -> Path:
+        return self.feast_registry_path or self.data_dir / "feast" / "registry.db"
+
+    @property
+    def online_path(self) -> Path:
+        return self.data_dir / "feast" / "online.db"
+
+
+class BackfillSettings(FeatureStoreSettings):
+    """`fraud backfill`: batch features for a whole history."""
+
+    backfill_online_batch_rows: int = 5000
+
+
+class SimulatorSettings(CommonSettings):
+    """`fraud simulate`: the synthetic exchange (FRAUD_SIM_*), its outputs and Kafka topics."""
+
+    sim_seed: int = 7
+    sim_users: int = Field(20_000, ge=10)
+    sim_days: int = Field(60, ge=1)
+    sim_start: date = date(2025, 1, 1)
+    sim_fraud_rate: float = Field(0.01, ge=0.0, lt=0.5)
+    sim_rate: float = Field(0.0, ge=0.0, description="Kafka messages per second; 0 = as fast as possible")
+    sim_realtime: bool = Field(False, description="Kafka: stamp events with the wall-clock time at send")
+    sim_out: Path | None = Field(None, description="Parquet output directory (default: <data_dir>/simulated)")
+    sim_transactions_topic: str = TOPIC_TRANSACTIONS
+    sim_labels_topic: str = TOPIC_LABELS
+    sim_data_docs: bool = Field(False, description="also write GX Data Docs under <data_dir>/data_docs")
+
+    @property
+    def out_dir(self) -> Path:
+        """Where Parquet history goes."""
+        return self.sim_out or self.data_dir / "simulated"

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipelines.simulator.config import BTC, ETH, SOL, USDC, USDT, US_PER_S
+from pipelines.simulator.config import BTC, ETH, SOL, US_PER_S, USDC, USDT
 
 # (start price, annualized volatility, beta to the crypto market factor)
 _ASSET_PARAMS = {

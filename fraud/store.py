@@ -1,0 +1,134 @@
+"""The Feast edge: build the store from settings, apply the repository, write and read features."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from feast import FeatureStore, RepoConfig
+from feast.data_source import PushMode
+
+from feature_repo.repo import ALL_VIEWS, SERVICE_NAME, STREAMING_VIEWS, definitions, view_path
+from fraud.settings import FeatureStoreSettings
+
+log = logging.getLogger(__name__)
+
+JOIN_KEYS = {name: entity.join_key for name, (entity, _) in ALL_VIEWS.items()}
+
+
+def repo_config(settings: FeatureStoreSettings) -> RepoConfig:
+    """The Feast configuration for the chosen mode (embedded SQLite, or Redis for compose)."""
+    settings.registry_path.parent.mkdir(parents=True, exist_ok=True)
+    online: dict[str, Any]
+    if settings.feast_mode == "compose":
+        online = {"type": "redis", "connection_string": settings.feast_redis_url}
+    else:
+        settings.online_path.parent.mkdir(parents=True, exist_ok=True)
+        online = {"type": "sqlite", "path": str(settings.online_path.resolve())}
+    return RepoConfig(
+        project=settings.feast_project,
+        provider="local",
+        registry=str(settings.registry_path.resolve()),
+        online_store=online,
+        offline_store={"type": "file"},
+        entity_key_serialization_version=3,
+        repo_path=Path(__file__).resolve().parent.parent / "feature_repo",
+    )
+
+
+def enable_sqlite_wal(path: Path) -> None:
+    """WAL lets the scorer read while ingest writes (the setting persists in the file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(path, timeout=30) as conn:
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+    if str(mode).lower() != "wal":
+        raise RuntimeError(f"could not enable WAL on {path} (journal_mode={mode})")
+
+
+def open_store(settings: FeatureStoreSettings) -> FeatureStore:
+    """A FeatureStore for `settings`, without applying anything."""
+    return FeatureStore(config=repo_config(settings))
+
+
+def apply(settings: FeatureStoreSettings) -> FeatureStore:
+    """`feast apply` for the chosen configuration: register every object, create online tables."""
+    for name in ALL_VIEWS:
+        view_path(settings.offline_dir, name).mkdir(parents=True, exist_ok=True)
+    ensure_offline_seed(settings.offline_dir)
+    store = open_store(settings)
+    store.apply(definitions(settings.offline_dir))
+    if settings.feast_mode == "embedded":
+        enable_sqlite_wal(settings.online_path)
+    log.info("applied feature repository %s (%s mode)", settings.feast_project, settings.feast_mode)
+    return store
+
+
+def ensure_offline_seed(offline_dir: Path) -> None:
+    """Each view folder needs one Parquet file with its schema before Feast can read it."""
+    from feast.types import Float64, Int64, String, UnixTimestamp
+
+    from feature_repo.repo import feast_type
+
+    arrow: dict[Any, pa.DataType] = {
+        Float64: pa.float64(),
+        Int64: pa.int64(),
+        String: pa.string(),
+        UnixTimestamp: pa.timestamp("us", "UTC"),
+    }
+    for name, (entity, features) in ALL_VIEWS.items():
+        folder = view_path(offline_dir, name)
+        folder.mkdir(parents=True, exist_ok=True)
+        if any(folder.glob("*.parquet")):
+            continue
+        fields = [(entity.join_key, pa.string()), ("event_timestamp", pa.timestamp("us", "UTC"))]
+        fields += [(f, arrow[feast_type(f)]) for f in features]
+        pq.write_table(pa.schema(fields).empty_table(), folder / "part-00000000-seed.parquet")
+
+
+def write_offline(settings: FeatureStoreSettings, view: str, rows: pd.DataFrame, run_id: str | None = None) -> Path:
+    """Append one Parquet part file of `rows` to a view's offline folder (atomic rename)."""
+    entity, features = ALL_VIEWS[view]
+    folder = view_path(settings.offline_dir, view)
+    folder.mkdir(parents=True, exist_ok=True)
+    seed = min(folder.glob("*.parquet"))
+    schema = pq.read_schema(seed)
+    cols = [entity.join_key, "event_timestamp", *features]
+    table = pa.Table.from_pandas(rows[cols], schema=schema, preserve_index=False)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+    final = folder / f"part-{stamp}-{run_id or uuid.uuid4().hex[:8]}.parquet"
+    tmp = final.with_suffix(".tmp")
+    pq.write_table(table, tmp)
+    tmp.rename(final)
+    return final
+
+
+def latest_per_entity(view: str, rows: pd.DataFrame) -> pd.DataFrame:
+    """The last row of each entity: what the online store must hold."""
+    key = ALL_VIEWS[view][0].join_key
+    return rows.sort_values("event_timestamp", kind="stable").drop_duplicates(key, keep="last")
+
+
+def write_online(store: FeatureStore, view: str, rows: pd.DataFrame, batch_rows: int = 5000) -> int:
+    """Write the latest row per entity to the online store (push for streaming views)."""
+    entity, features = ALL_VIEWS[view]
+    latest = latest_per_entity(view, rows)[[entity.join_key, "event_timestamp", *features]]
+    for start in range(0, len(latest), batch_rows):
+        chunk = latest.iloc[start : start + batch_rows]
+        if view in STREAMING_VIEWS:
+            store.push(f"{view}_push", chunk, to=PushMode.ONLINE)
+        else:
+            store.write_to_online_store(view, chunk)
+    return len(latest)
+
+
+def online_features(store: FeatureStore, entity_rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Every feature of the FeatureService for the given entity rows, in one call."""
+    service = store.get_feature_service(SERVICE_NAME)
+    return store.get_online_features(features=service, entity_rows=entity_rows).to_df()

@@ -1,0 +1,54 @@
+"""Small, deterministic histories for tests (the simulator makes the realistic ones)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from fraud import features as F
+
+
+def history(n: int = 400, users: int = 12, seed: int = 3) -> pd.DataFrame:
+    """Random canonical transactions with clustered times and deliberate ties."""
+    rng = np.random.default_rng(seed)
+    start = pd.Timestamp("2026-01-01", tz="UTC")
+    # clustered times with deliberate ties, spanning ~45 days
+    secs = np.sort(rng.integers(0, 45 * 86400, n))
+    secs[5:15] = secs[5]
+    types = rng.choice(F.TYPES, n)
+    src = np.where(types == "receive", rng.choice(["s1", "s2"], n), None)
+    dest = np.where(np.isin(types, ["send", "withdrawal"]), rng.choice(["a1", "a2", "a3", "a4"], n), None)
+    return pd.DataFrame(
+        {
+            "transaction_id": [f"t{i:05d}" for i in range(n)],
+            "event_time": start + pd.to_timedelta(secs, unit="s"),
+            "user_id": rng.choice([f"u{i}" for i in range(users)], n),
+            "type": types,
+            "asset": rng.choice(F.ASSETS, n),
+            "amount": rng.gamma(1.5, 2.0, n) + 0.01,
+            "amount_usd": rng.gamma(1.5, 300.0, n) + 1,
+            "payment_method": "balance",
+            "destination_address": dest,
+            "source_address": src,
+            "device_id": rng.choice(["d1", "d2", "d3", "d4", "d5"], n),
+            "ip_address": rng.choice(["10.0.0.1", "10.0.0.2", "10.0.0.3"], n),
+            "country": rng.choice(["DE", "FR", "US"], n),
+            "channel": "web",
+        }
+    )
+
+
+
+
+def labels_for(txns: pd.DataFrame, fraud_share: float = 0.2, seed: int = 9) -> pd.DataFrame:
+    """A label per transaction, arriving 0-20 days later."""
+    rng = np.random.default_rng(seed)
+    fraud = rng.random(len(txns)) < fraud_share
+    return pd.DataFrame(
+        {
+            "transaction_id": txns["transaction_id"].to_numpy(),
+            "is_fraud": fraud,
+            "fraud_type": np.where(fraud, "account_takeover", None),
+            "label_time": txns["event_time"] + pd.to_timedelta(rng.integers(0, 20 * 86400, len(txns)), unit="s"),
+        }
+    )
