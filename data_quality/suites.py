@@ -25,7 +25,7 @@ from fraud.contracts import (
 E = gx.expectations
 # Largest single transaction a real exchange would plausibly see (USD); above this is a data bug.
 MAX_AMOUNT_USD = 50_000_000.0
-IP_PATTERN = r"^(\d{1,3}\.){3}\d{1,3}$|^[0-9a-fA-F:]+$"
+IP_PATTERN = r"^(?:\d{1,3}\.){3}\d{1,3}$|^[0-9a-fA-F:]+$"
 
 
 def raw_transactions(min_rows: int = 1) -> gx.ExpectationSuite:

@@ -147,6 +147,30 @@ def backfill(
     typer.echo(f"features + offline write: {report.rows_per_s:,.0f} transactions/s")
 
 
+@app.command()
+def ingest(
+    max_batches: int | None = typer.Option(None, help="stop after this many micro-batches (default: run until stopped)"),
+) -> None:
+    """Consume `transactions` into Feast (online + offline) in validated micro-batches; bad events to the DLQ."""
+    from fraud.settings import IngestSettings
+    from services.ingest import main as run
+
+    settings = IngestSettings()
+    _logging(settings)
+    run(settings, max_batches=max_batches)
+
+
+@app.command("ingest-labels")
+def ingest_labels() -> None:
+    """Consume `fraud-labels` into the label store (with label_time) that training and risk features read."""
+    from fraud.settings import IngestSettings
+    from services.ingest_labels import main as run
+
+    settings = IngestSettings()
+    _logging(settings)
+    run(settings)
+
+
 def main() -> None:
     app()
 

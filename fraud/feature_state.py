@@ -79,10 +79,10 @@ class FeatureState:
             rows = F.counterparty_features(part, kind, labels, carry=kind_carry)
             out[view] = rows[rows["transaction_id"].isin(new_ids)].reset_index(drop=True)
         self.events = combined
-        self._trim()
+        self.trim()
         return out
 
-    def _trim(self) -> None:
+    def trim(self) -> None:
         """Let go of events older than the retention, folding them into the carried totals."""
         times = pd.to_datetime(self.events["event_time"], utc=True)
         horizon = times.max() - RETENTION

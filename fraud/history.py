@@ -15,6 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from fraud.atomic import AtomicBatch
 from fraud.contracts import LABEL_SCHEMA, TRANSACTION_SCHEMA
 
 SCHEMAS = {"transactions": TRANSACTION_SCHEMA, "labels": LABEL_SCHEMA}
@@ -24,8 +25,10 @@ def folder(data_dir: Path, kind: str) -> Path:
     return data_dir / "history" / kind
 
 
-def append(data_dir: Path, kind: str, rows: pd.DataFrame, tag: str = "") -> Path | None:
-    """Write `rows` as one new part file (atomic rename); nothing for an empty frame."""
+def append(
+    data_dir: Path, kind: str, rows: pd.DataFrame, tag: str = "", batch: AtomicBatch | None = None
+) -> Path | None:
+    """Write `rows` as one new part file (atomic rename, or staged in `batch`); nothing for an empty frame."""
     if rows.empty:
         return None
     schema = SCHEMAS[kind]
@@ -37,6 +40,9 @@ def append(data_dir: Path, kind: str, rows: pd.DataFrame, tag: str = "") -> Path
     table = pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
     final = target / f"part-{stamp}-{tag or 'x'}-{uuid.uuid4().hex[:8]}.parquet"
+    if batch is not None:
+        batch.stage(final, table)
+        return final
     tmp = final.with_suffix(".tmp")
     pq.write_table(table, tmp)
     tmp.rename(final)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
@@ -116,3 +116,36 @@ def make_consumer(bootstrap_servers: str, group_id: str, *topics: str, **overrid
     }
     config.update(overrides)
     return KafkaConsumer(*topics, **config)
+
+
+def poll_batch(consumer: KafkaConsumer, max_events: int, max_seconds: float, stopping: Callable[[], bool]) -> list[Any]:
+    """A micro-batch: records up to `max_events` or `max_seconds`, whichever comes first."""
+    records: list[Any] = []
+    deadline = time.monotonic() + max_seconds
+    while len(records) < max_events and not stopping():
+        remaining_ms = int((deadline - time.monotonic()) * 1000)
+        if remaining_ms <= 0:
+            break
+        polled = consumer.poll(timeout_ms=remaining_ms, max_records=max_events - len(records))
+        for batch in polled.values():
+            records.extend(batch)
+    return records
+
+
+def commit_offsets(consumer: KafkaConsumer, records: list[Any], wait_seconds: float) -> None:
+    """Commit the offsets after `records`, retrying while the broker is away (up to `wait_seconds`)."""
+    offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+    for rec in records:
+        tp = TopicPartition(rec.topic, rec.partition)
+        if tp not in offsets or offsets[tp].offset < rec.offset + 1:
+            offsets[tp] = OffsetAndMetadata(rec.offset + 1, "", -1)
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            consumer.commit(offsets)
+            return
+        except KafkaError as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("offset commit failed (%s); retrying", exc)
+            time.sleep(1.0)

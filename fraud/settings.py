@@ -81,3 +81,19 @@ class SimulatorSettings(CommonSettings):
     def out_dir(self) -> Path:
         """Where Parquet history goes."""
         return self.sim_out or self.data_dir / "simulated"
+
+
+class IngestSettings(FeatureStoreSettings):
+    """`fraud ingest` and `fraud ingest-labels`: Kafka to Feast, in micro-batches."""
+
+    ingest_group_id: str = "fraud-ingest"
+    ingest_labels_group_id: str = "fraud-ingest-labels"
+    ingest_topic: str = "transactions"
+    ingest_dlq_topic: str = "transactions.dlq"
+    ingest_labels_topic: str = "fraud-labels"
+    ingest_batch_max_events: int = Field(5000, ge=1)
+    ingest_batch_max_seconds: float = Field(1.0, gt=0)
+    ingest_max_event_skew_hours: float = Field(24.0 * 400, description="events older/newer than this are suspect")
+    ingest_metrics_port: int = Field(0, description="Prometheus port on 127.0.0.1 (0: no metrics server)")
+    ingest_idle_exit_seconds: float = Field(0.0, description="stop after this long without events (0: never)")
+    ingest_validate_batches: bool = True

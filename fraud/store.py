@@ -15,12 +15,11 @@ import pyarrow.parquet as pq
 from feast import FeatureStore, RepoConfig
 from feast.data_source import PushMode
 
-from feature_repo.repo import ALL_VIEWS, SERVICE_NAME, STREAMING_VIEWS, definitions, view_path
+from feature_repo.repo import ALL_VIEWS, SERVICE_NAME, STREAMING_VIEWS, definitions, feast_type, view_path
+from fraud.atomic import AtomicBatch
 from fraud.settings import FeatureStoreSettings
 
 log = logging.getLogger(__name__)
-
-JOIN_KEYS = {name: entity.join_key for name, (entity, _) in ALL_VIEWS.items()}
 
 
 def repo_config(settings: FeatureStoreSettings) -> RepoConfig:
@@ -74,8 +73,6 @@ def ensure_offline_seed(offline_dir: Path) -> None:
     """Each view folder needs one Parquet file with its schema before Feast can read it."""
     from feast.types import Float64, Int64, String, UnixTimestamp
 
-    from feature_repo.repo import feast_type
-
     arrow: dict[Any, pa.DataType] = {
         Float64: pa.float64(),
         Int64: pa.int64(),
@@ -85,24 +82,33 @@ def ensure_offline_seed(offline_dir: Path) -> None:
     for name, (entity, features) in ALL_VIEWS.items():
         folder = view_path(offline_dir, name)
         folder.mkdir(parents=True, exist_ok=True)
-        if any(folder.glob("*.parquet")):
+        if any(folder.glob("part-*.parquet")):
             continue
         fields = [(entity.join_key, pa.string()), ("event_timestamp", pa.timestamp("us", "UTC"))]
         fields += [(f, arrow[feast_type(f)]) for f in features]
         pq.write_table(pa.schema(fields).empty_table(), folder / "part-00000000-seed.parquet")
 
 
-def write_offline(settings: FeatureStoreSettings, view: str, rows: pd.DataFrame, run_id: str | None = None) -> Path:
-    """Append one Parquet part file of `rows` to a view's offline folder (atomic rename)."""
+def write_offline(
+    settings: FeatureStoreSettings,
+    view: str,
+    rows: pd.DataFrame,
+    run_id: str | None = None,
+    batch: AtomicBatch | None = None,
+) -> Path:
+    """Append one Parquet part file of `rows` to a view's offline folder (atomic rename, or staged in `batch`)."""
     entity, features = ALL_VIEWS[view]
     folder = view_path(settings.offline_dir, view)
     folder.mkdir(parents=True, exist_ok=True)
-    seed = min(folder.glob("*.parquet"))
+    seed = min(folder.glob("part-*.parquet"))
     schema = pq.read_schema(seed)
     cols = [entity.join_key, "event_timestamp", *features]
     table = pa.Table.from_pandas(rows[cols], schema=schema, preserve_index=False)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
     final = folder / f"part-{stamp}-{run_id or uuid.uuid4().hex[:8]}.parquet"
+    if batch is not None:
+        batch.stage(final, table)
+        return final
     tmp = final.with_suffix(".tmp")
     pq.write_table(table, tmp)
     tmp.rename(final)
@@ -128,7 +134,10 @@ def write_online(store: FeatureStore, view: str, rows: pd.DataFrame, batch_rows:
     return len(latest)
 
 
-def online_features(store: FeatureStore, entity_rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """Every feature of the FeatureService for the given entity rows, in one call."""
-    service = store.get_feature_service(SERVICE_NAME)
-    return store.get_online_features(features=service, entity_rows=entity_rows).to_df()
+def online_features(store: FeatureStore, entity_rows: list[dict[str, Any]], view: str | None = None) -> pd.DataFrame:
+    """Every feature of the FeatureService (or of one view) for the given entity rows, in one call."""
+    if view is not None:
+        refs: Any = [f"{view}:{name}" for name in ALL_VIEWS[view][1]]
+    else:
+        refs = store.get_feature_service(SERVICE_NAME)
+    return store.get_online_features(features=refs, entity_rows=entity_rows).to_df()

@@ -11,6 +11,7 @@ entity rows that share keys and timestamp. So each view is retrieved on its own,
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import pandas as pd
 from feast import FeatureStore
@@ -34,13 +35,13 @@ def stored_features_before(store: FeatureStore, txns: pd.DataFrame) -> pd.DataFr
     """For each transaction, every stored feature as of strictly before its event_time (aligned to txns)."""
     base = txns[["transaction_id", "user_id", "device_id", "ip_address", "destination_address"]].copy()
     base[LOOKUP_TS] = pd.to_datetime(txns["event_time"], utc=True) - ONE_US
-    out = base[["transaction_id"]].copy()
+    out: dict[str, Any] = {}
     for view, (entity, names) in ALL_VIEWS.items():
         key = entity.join_key
         wanted = base.loc[base[key].notna(), [key, LOOKUP_TS]].drop_duplicates()
         if wanted.empty:
             for name in names:
-                out[name] = pd.NA
+                out[name] = pd.Series(pd.NA, index=txns.index)
             continue
         entity_df = wanted.rename(columns={LOOKUP_TS: "event_timestamp"})
         got = store.get_historical_features(entity_df=entity_df, features=[f"{view}:{n}" for n in names]).to_df()
@@ -50,7 +51,7 @@ def stored_features_before(store: FeatureStore, txns: pd.DataFrame) -> pd.DataFr
         merged = base[[key, LOOKUP_TS]].merge(got, on=[key, LOOKUP_TS], how="left")
         for name in names:
             out[name] = merged[name].to_numpy()
-    return out.drop(columns=["transaction_id"]).set_index(txns.index)
+    return pd.DataFrame(out, index=txns.index)
 
 
 def training_frame(

@@ -60,6 +60,7 @@ class History:
     labels: pa.Table
     accounts: pa.Table
     address_lists: pa.Table
+    opening_balances: pa.Table  # holdings at the window start (not one of the canonical files)
 
 
 def _codes(values: tuple[object, ...], codes: np.ndarray) -> pa.Array:
@@ -208,6 +209,14 @@ def generate(cfg: SimConfig, on_step: Callable[[str], None] | None = None) -> Hi
         },
         schema=ADDRESS_LIST_SCHEMA,
     )
+    held = np.argwhere(opening > 0)
+    opening_table = pa.table(
+        {
+            "user_id": user_ids.take(pa.array(held[:, 0])),
+            "asset": _codes(ASSETS, held[:, 1]),
+            "amount": pa.array(opening[held[:, 0], held[:, 1]]),
+        }
+    )
     step("done")
     log.info(
         "simulated %d transactions (%d fraud), %d accounts in %.1fs",
@@ -216,7 +225,7 @@ def generate(cfg: SimConfig, on_step: Callable[[str], None] | None = None) -> Hi
         pop.size,
         time.perf_counter() - started,
     )
-    return History(transactions, labels, accounts, address_lists)
+    return History(transactions, labels, accounts, address_lists, opening_table)
 
 
 def ctx_for_labels(rng: np.random.Generator, ctx: FraudContext) -> FraudContext:

@@ -1,0 +1,332 @@
+"""`fraud ingest`: transactions from Kafka to Feast (online and offline), validated, nothing lost.
+
+The loop: poll a micro-batch (bounded by size and time) -> validate each event against the contract
+(bad ones to the DLQ with their original bytes) -> check the batch with Great Expectations (a failing
+batch is quarantined) -> update the feature state (the one feature implementation) -> stage the raw
+events and every view's rows, commit them in one atomic step -> push the latest rows online ->
+commit the Kafka offsets. A crash anywhere replays at most the uncommitted batch, and replayed events
+that already reached the history are skipped, so the offline store holds each event once.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import pandas as pd
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.errors import KafkaError
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from pydantic import ValidationError
+
+from fraud import atomic, history
+from fraud import features as F
+from fraud import store as S
+from fraud.contracts import DeadLetter, Transaction, transaction_record
+from fraud.feature_state import FeatureState
+from fraud.kafka import commit_offsets, make_consumer, make_producer, poll_batch, wait_for_broker
+from fraud.settings import IngestSettings
+
+log = logging.getLogger(__name__)
+STREAMING = ("user_activity", "address_activity", "device_activity", "ip_activity")
+
+
+class IngestMetrics:
+    """Prometheus metrics of one ingest process."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.events_in = Counter("ingest_events_total", "events consumed", registry=r)
+        self.processed = Counter("ingest_events_processed_total", "events written to the stores", registry=r)
+        self.duplicates = Counter("ingest_events_duplicate_total", "replayed events skipped", registry=r)
+        self.dlq = Counter("ingest_events_dlq_total", "events sent to the dead-letter topic", registry=r)
+        self.quarantined = Counter("ingest_events_quarantined_total", "events in quarantined batches", registry=r)
+        self.batch_seconds = Histogram(
+            "ingest_batch_seconds",
+            "micro-batch processing time",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10),
+            registry=r,
+        )
+        self.lag = Gauge("ingest_consumer_lag", "messages behind the end of the topic", registry=r)
+        self.freshness = Histogram(
+            "ingest_event_to_online_seconds",
+            "event time to online feature write",
+            buckets=(0.1, 0.25, 0.5, 1, 2, 5, 30, 300),
+            registry=r,
+        )
+
+
+@dataclass
+class BatchResult:
+    consumed: int = 0
+    processed: int = 0
+    duplicates: int = 0
+    dead_lettered: int = 0
+    quarantined: int = 0
+    freshness_s: list[float] = field(default_factory=list)
+
+
+def dead_letter(raw: bytes, error: str, topic: str, partition: int, offset: int) -> bytes:
+    """The DLQ record: original bytes (exact, base64, and readable), the error, where it came from."""
+    letter = DeadLetter(
+        original=raw.decode("utf-8", errors="replace"),
+        original_b64=base64.b64encode(raw).decode(),
+        error=error,
+        source_topic=topic,
+        source_partition=partition,
+        source_offset=offset,
+        failed_at=datetime.now(UTC),
+    )
+    return letter.model_dump_json().encode()
+
+
+def parse(raw: bytes | None) -> Transaction:
+    """One event, validated against the contract (raises ValueError with the field at fault)."""
+    if raw is None:
+        raise ValueError("empty message (tombstone)")
+    return Transaction.model_validate_json(raw)
+
+
+def error_text(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'event'}: {e['msg']}" for e in exc.errors())
+    return str(exc)
+
+
+class Ingestor:
+    """The transactions ingest service; built once by `build()` (its composition root)."""
+
+    def __init__(
+        self,
+        settings: IngestSettings,
+        consumer: KafkaConsumer,
+        producer: KafkaProducer,
+        store: Any,
+        metrics: IngestMetrics | None = None,
+        batch_check: Callable[[pd.DataFrame], tuple[bool, str]] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.consumer = consumer
+        self.producer = producer
+        self.store = store
+        self.metrics = metrics or IngestMetrics()
+        self.batch_check = batch_check
+        self.state = FeatureState()
+        self.seen_label_parts: set[Path] = set()
+        self.stopping = False
+
+    # -- start-up ---------------------------------------------------------------------------------
+    def folders(self) -> list[Path]:
+        data = self.settings.data_dir
+        return [history.folder(data, "transactions")] + [S.view_path(self.settings.offline_dir, v) for v in STREAMING]
+
+    def recover(self) -> None:
+        """Finish or drop a batch cut short by a crash, then rebuild the state from the history."""
+        finished, dropped = atomic.recover(self.manifest_dir, self.folders())
+        if finished or dropped:
+            log.warning("recovered after a crash: %d batches completed, %d staged files dropped", finished, dropped)
+        events = history.read(self.settings.data_dir, "transactions")
+        if not events.empty:
+            self.state = FeatureState(events=events)
+            self.state.trim()
+        self.refresh_labels()
+        log.info("state rebuilt: %d events retained, watermark %s", len(self.state.events), self.state.watermark)
+
+    @property
+    def manifest_dir(self) -> Path:
+        return self.settings.data_dir / "ingest" / "manifests"
+
+    def refresh_labels(self) -> None:
+        """Load label parts written since the last look (by `fraud ingest-labels` or a backfill)."""
+        new = [p for p in history.parts(self.settings.data_dir, "labels") if p not in self.seen_label_parts]
+        if not new:
+            return
+        labels = pd.concat([pd.read_parquet(p) for p in new], ignore_index=True)
+        self.seen_label_parts.update(new)
+        frauds = labels[labels["is_fraud"].astype(bool)]
+        if frauds.empty:
+            return
+        known = self.state.events
+        attached = F.attach_entities(frauds, known) if not known.empty else frauds.iloc[0:0]
+        missing = frauds[~frauds["transaction_id"].isin(attached["transaction_id"])]
+        if not missing.empty:  # labels of transactions the state let go: look them up in the history
+            old = history.read(self.settings.data_dir, "transactions")
+            attached = pd.concat([attached, F.attach_entities(missing, old)], ignore_index=True)
+        self.state.add_labels(attached)
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def poll_batch(self) -> list[Any]:
+        s = self.settings
+        return poll_batch(self.consumer, s.ingest_batch_max_events, s.ingest_batch_max_seconds, lambda: self.stopping)
+
+    def process(self, records: list[Any]) -> BatchResult:
+        """Validate, write and push one micro-batch; the caller commits the offsets afterwards."""
+        result = BatchResult(consumed=len(records))
+        self.metrics.events_in.inc(len(records))
+        good: list[dict[str, Any]] = []
+        dlq_futures = []
+        for rec in records:
+            try:
+                good.append(transaction_record(parse(rec.value)))
+            except (ValidationError, ValueError) as exc:
+                payload = dead_letter(rec.value or b"", error_text(exc), rec.topic, rec.partition, rec.offset)
+                dlq_futures.append(self.producer.send(self.settings.ingest_dlq_topic, key=rec.key, value=payload))
+        if dlq_futures:
+            self.producer.flush()
+            for fut in dlq_futures:
+                fut.get(timeout=60)  # raises if the DLQ write failed: then nothing is committed
+        result.dead_lettered = len(dlq_futures)
+        self.metrics.dlq.inc(len(dlq_futures))
+        if not good:
+            return result
+        frame = pd.DataFrame(good)
+        fresh = ~self.state.seen(frame["transaction_id"]) & ~frame["transaction_id"].duplicated().to_numpy()
+        result.duplicates = int((~fresh).sum())
+        self.metrics.duplicates.inc(result.duplicates)
+        frame = frame[fresh].reset_index(drop=True)
+        if frame.empty:
+            return result
+        if self.batch_check is not None:
+            ok, report = self.batch_check(frame)
+            if not ok:
+                self.quarantine(frame, report)
+                result.quarantined = len(frame)
+                self.metrics.quarantined.inc(len(frame))
+                return result
+        self.refresh_labels()
+        rows = self.state.update(frame)
+        batch = atomic.AtomicBatch(self.manifest_dir)
+        history.append(self.settings.data_dir, "transactions", frame, tag="ingest", batch=batch)
+        for view, view_rows in rows.items():
+            S.write_offline(self.settings, view, view_rows, run_id="ingest", batch=batch)
+        batch.commit()
+        for view, view_rows in rows.items():
+            S.write_online(self.store, view, view_rows)
+        now = time.time()
+        result.freshness_s = list(now - pd.to_datetime(frame["event_time"], utc=True).astype("int64") / 1e9)
+        for value in result.freshness_s:
+            self.metrics.freshness.observe(max(value, 0.0))
+        result.processed = len(frame)
+        self.metrics.processed.inc(len(frame))
+        return result
+
+    def quarantine(self, frame: pd.DataFrame, report: str) -> None:
+        folder = self.settings.data_dir / "quarantine"
+        folder.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+        frame.to_parquet(folder / f"batch-{stamp}.parquet", index=False)
+        (folder / f"batch-{stamp}.txt").write_text(report)
+        log.error("quarantined a batch of %d events (%s): %s", len(frame), folder / f"batch-{stamp}.txt", report)
+
+    def commit(self, records: list[Any]) -> None:
+        """Commit the offsets after the batch's writes are durable."""
+        commit_offsets(self.consumer, records, self.settings.kafka_wait_seconds)
+
+    def update_lag(self) -> None:
+        try:
+            assigned = self.consumer.assignment()
+            if not assigned:
+                return
+            ends = self.consumer.end_offsets(list(assigned))
+            lag = sum(max(ends[tp] - (self.consumer.position(tp) or 0), 0) for tp in assigned)
+            self.metrics.lag.set(lag)
+        except KafkaError:
+            pass
+
+    def run(self, max_batches: int | None = None) -> None:
+        """Consume until stopped (SIGTERM/SIGINT), idle for the configured time, or `max_batches`."""
+        idle_since = time.monotonic()
+        batches = 0
+        while not self.stopping:
+            records = self.poll_batch()
+            if not records:
+                idle = self.settings.ingest_idle_exit_seconds
+                if idle and time.monotonic() - idle_since > idle:
+                    log.info("no events for %.0fs: stopping", idle)
+                    break
+                continue
+            idle_since = time.monotonic()
+            started = time.perf_counter()
+            result = self.process(records)
+            self.commit(records)
+            self.metrics.batch_seconds.observe(time.perf_counter() - started)
+            self.update_lag()
+            log.info(
+                "batch: %d consumed, %d processed, %d duplicates, %d DLQ, %d quarantined in %.3fs",
+                result.consumed,
+                result.processed,
+                result.duplicates,
+                result.dead_lettered,
+                result.quarantined,
+                time.perf_counter() - started,
+            )
+            batches += 1
+            if max_batches is not None and batches >= max_batches:
+                break
+
+    def stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
+        """Finish the current batch, commit, close (wired to SIGTERM and SIGINT)."""
+        log.info("stop requested (signal %s): finishing the current batch", signum)
+        self.stopping = True
+
+    def close(self) -> None:
+        self.consumer.close()
+        self.producer.flush()
+        self.producer.close()
+
+
+def gx_batch_check(settings: IngestSettings) -> Callable[[pd.DataFrame], tuple[bool, str]]:
+    """The Great Expectations check run on every micro-batch."""
+    from data_quality.runner import validate
+
+    def check(frame: pd.DataFrame) -> tuple[bool, str]:
+        summary = validate(frame, "ingest_batch", max_skew_hours=settings.ingest_max_event_skew_hours)
+        return summary.success, summary.report()
+
+    return check
+
+
+def build(settings: IngestSettings) -> Ingestor:
+    """The composition root: broker, consumer, DLQ producer, Feast store, batch check."""
+    wait_for_broker(settings.kafka_bootstrap_servers, settings.kafka_wait_seconds)
+    from fraud.kafka import ensure_topics
+
+    ensure_topics(settings.kafka_bootstrap_servers, [settings.ingest_topic, settings.ingest_dlq_topic])
+    consumer = make_consumer(
+        settings.kafka_bootstrap_servers,
+        settings.ingest_group_id,
+        settings.ingest_topic,
+        max_poll_records=settings.ingest_batch_max_events,
+        max_poll_interval_ms=600_000,
+    )
+    producer = make_producer(settings.kafka_bootstrap_servers)
+    store = S.apply(settings)
+    check = gx_batch_check(settings) if settings.ingest_validate_batches else None
+    ingestor = Ingestor(settings, consumer, producer, store, batch_check=check)
+    ingestor.recover()
+    return ingestor
+
+
+def main(settings: IngestSettings, max_batches: int | None = None) -> None:
+    """Run the service until SIGTERM/SIGINT."""
+    ingestor = build(settings)
+    if settings.ingest_metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.ingest_metrics_port, addr="127.0.0.1", registry=ingestor.metrics.registry)
+    signal.signal(signal.SIGTERM, ingestor.stop)
+    signal.signal(signal.SIGINT, ingestor.stop)
+    try:
+        ingestor.run(max_batches=max_batches)
+    finally:
+        ingestor.close()
+        log.info("ingest stopped cleanly")

@@ -1,0 +1,150 @@
+"""Backfill into real Feast stores (SQLite online, Parquet offline) and point-in-time retrieval."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from fraud import store as S
+from fraud.settings import BackfillSettings
+from pipelines.backfill import backfill
+from pipelines.training_set import training_frame
+from tests.factories import history, labels_for
+
+pytestmark = pytest.mark.integration
+T0 = pd.Timestamp("2026-03-01 12:00:00", tz="UTC")
+
+
+def _txn(i: int, minutes: float, user: str = "u1", device: str = "dev-A", **kw: object) -> dict[str, object]:
+    row: dict[str, object] = {
+        "transaction_id": f"tx{i}",
+        "event_time": (T0 + pd.Timedelta(minutes=minutes)).isoformat(),
+        "user_id": user,
+        "type": "send",
+        "asset": "BTC",
+        "amount": 0.1,
+        "amount_usd": 100.0 * (i + 1),
+        "payment_method": "crypto",
+        "destination_address": "bc1qdest",
+        "source_address": None,
+        "device_id": device,
+        "ip_address": "192.0.2.1",
+        "country": "DE",
+        "channel": "web",
+    }
+    row.update(kw)
+    return row
+
+
+def _settings(tmp_path: Path) -> BackfillSettings:
+    return BackfillSettings(data_dir=tmp_path / "data")
+
+
+def test_point_in_time_rows_see_only_the_past(tmp_path: Path) -> None:
+    """A constructed case: no training row sees its own or a later transaction, or an unknown label."""
+    txns = pd.DataFrame(
+        [
+            _txn(1, 0),
+            _txn(2, 60),  # one hour later
+            _txn(3, 120, user="u2"),  # same device, other user; its label arrives at +150 min
+            _txn(4, 180),  # after the label is known: still sees device row as of tx3 (written before)
+            _txn(5, 181, user="u3"),  # device row of tx4 counts the label now
+        ]
+    )
+    labels = pd.DataFrame(
+        {
+            "transaction_id": ["tx1", "tx2", "tx3", "tx4", "tx5"],
+            "is_fraud": [False, False, True, False, False],
+            "fraud_type": [None, None, "account_takeover", None, None],
+            "label_time": [(T0 + pd.Timedelta(minutes=m)).isoformat() for m in (500, 500, 150, 500, 9000)],
+        }
+    )
+    txns.to_csv(tmp_path / "t.csv", index=False)
+    labels.to_csv(tmp_path / "l.csv", index=False)
+    settings = _settings(tmp_path)
+    backfill(settings, tmp_path / "t.csv", tmp_path / "l.csv", show_progress=False)
+    store = S.open_store(settings)
+    cutoff = T0 + pd.Timedelta(days=2)
+    frame = training_frame(store, txns.assign(event_time=pd.to_datetime(txns.event_time)), labels, cutoff)
+    frame = frame.set_index("transaction_id")
+    # tx5's label is not known at the cutoff: it is not a training row
+    assert "tx5" not in frame.index
+    # the user's own history strictly before: tx1 sees nothing, tx2 sees tx1 only, tx4 sees tx1+tx2
+    assert pd.isna(frame.loc["tx1", "txn_count_total"])
+    assert frame.loc["tx2", "txn_count_total"] == 1
+    assert frame.loc["tx2", "usd_sum_24h"] == pytest.approx(200.0)  # tx1 only, not tx2's own 300
+    assert frame.loc["tx4", "txn_count_total"] == 2
+    # device risk: tx3's fraud label (known at +150 min) is invisible to rows before it was known
+    assert frame.loc["tx4", "device_fraud_count_7d"] == 0  # device row as of tx3 (label unknown then)
+    assert frame.loc["tx4", "device_distinct_users_24h"] == 2  # u1 and u2, not u1 again via tx4 itself
+    # request-time flags from the stored state before the transaction
+    assert frame.loc["tx1", "new_device"] == 1 and frame.loc["tx2", "new_device"] == 0
+    assert frame.loc["tx3", "new_device"] == 1  # new for u2, although the device is known to the exchange
+    assert frame.loc["tx2", "seconds_since_prev_txn"] == pytest.approx(3600.0)
+
+
+def test_backfill_reports_bad_rows_and_materializes_latest_values(tmp_path: Path) -> None:
+    ev = history(n=400, users=10, seed=4)
+    labels = labels_for(ev)
+    bad = pd.DataFrame(
+        [
+            _txn(900, 0, asset="DOGE"),
+            _txn(901, 0, amount=-1.0),
+            _txn(902, 0) | {"event_time": "2026-03-01T12:00:00"},  # naive
+            _txn(903, 0, destination_address=None),
+        ]
+    )
+    raw = pd.concat([ev.assign(event_time=ev.event_time.map(pd.Timestamp.isoformat)), bad], ignore_index=True)
+    raw.to_csv(tmp_path / "t.csv", index=False)
+    labels.to_parquet(tmp_path / "l.parquet")
+    settings = _settings(tmp_path)
+    report = backfill(settings, tmp_path / "t.csv", tmp_path / "l.parquet", show_progress=False)
+    assert report.transactions_in == 400 and report.transactions_rejected == 4
+    rejects = pd.read_csv(report.rejects_path)  # type: ignore[arg-type]
+    assert sorted(rejects.error.str.split(":").str[0]) == ["amount", "asset", "destination_address", "event_time"]
+    # online: the latest state of each user equals the last batch row
+    from pipelines.backfill import compute_view_rows
+
+    rows = compute_view_rows(ev, labels)["user_activity"].sort_values("event_timestamp").groupby("user_id").last()
+    store = S.open_store(settings)
+    online = S.online_features(store, [{"user_id": u} for u in rows.index], view="user_activity").set_index("user_id")
+    for col in ("txn_count_total", "distinct_devices_7d", "known_devices_30d"):
+        assert list(online.loc[rows.index, col]) == list(rows[col]), col
+    for col in ("usd_sum_30d", "balance_BTC", "usd_std_30d"):
+        assert list(online.loc[rows.index, col]) == pytest.approx(list(rows[col])), col
+    # a second backfill replaces the first one: the offline store holds each row once
+    backfill(settings, tmp_path / "t.csv", tmp_path / "l.parquet", show_progress=False)
+    offline = pd.read_parquet(S.view_path(settings.offline_dir, "user_activity"))
+    assert len(offline) == 400
+
+
+def _writer(data_dir: str, seconds: float) -> None:
+    settings = BackfillSettings(data_dir=Path(data_dir))
+    store = S.open_store(settings)
+    ev = history(n=200, users=50, seed=8)
+    from fraud import features as F
+
+    rows = F.user_features(ev)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        S.write_online(store, "user_activity", rows.assign(event_timestamp=pd.Timestamp.now(tz="UTC")))
+
+
+def test_sqlite_online_store_serves_reads_while_another_process_writes(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+    S.apply(settings)
+    proc = mp.get_context("spawn").Process(target=_writer, args=(str(settings.data_dir), 6.0))
+    proc.start()
+    store = S.open_store(settings)
+    reads = 0
+    deadline = time.monotonic() + 8.0
+    while time.monotonic() < deadline and (proc.is_alive() or reads < 50):
+        S.online_features(store, [{"user_id": "u1"}], view="user_activity")  # raises "database is locked" without WAL/busy wait
+        reads += 1
+    proc.join(timeout=30)
+    assert proc.exitcode == 0
+    assert reads > 50
