@@ -39,7 +39,9 @@ class ValidationSummary:
 
     def report(self) -> str:
         """A short multi-line report."""
-        head = f"{self.suite}: {'PASSED' if self.success else 'FAILED'} ({self.evaluated} expectations, {self.rows} rows)"
+        head = (
+            f"{self.suite}: {'PASSED' if self.success else 'FAILED'} ({self.evaluated} expectations, {self.rows} rows)"
+        )
         return "\n".join([head, *(f"  - {f}" for f in self.failures)])
 
     def to_dict(self) -> dict[str, Any]:
@@ -68,9 +70,7 @@ def _observed(result: dict[str, Any]) -> str:
     return ", ".join(parts) or "failed"
 
 
-def validate(
-    df: pd.DataFrame, suite_name: str, docs_dir: Path | None = None, **suite_params: Any
-) -> ValidationSummary:
+def validate(df: pd.DataFrame, suite_name: str, docs_dir: Path | None = None, **suite_params: Any) -> ValidationSummary:
     """Validate `df` against the named suite (built with `suite_params`); optionally write Data Docs."""
     import great_expectations as gx
 

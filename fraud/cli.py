@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -73,7 +74,7 @@ def simulate(
 
     if to not in ("kafka", "parquet"):
         raise typer.BadParameter("--to must be kafka or parquet")
-    overrides = {
+    overrides: dict[str, Any] = {
         "sim_seed": seed,
         "sim_users": users,
         "sim_days": days,
@@ -149,7 +150,7 @@ def backfill(
 
 @app.command()
 def ingest(
-    max_batches: int | None = typer.Option(None, help="stop after this many micro-batches (default: run until stopped)"),
+    max_batches: int | None = typer.Option(None, help="stop after this many micro-batches (default: until stopped)"),
 ) -> None:
     """Consume `transactions` into Feast (online + offline) in validated micro-batches; bad events to the DLQ."""
     from fraud.settings import IngestSettings

@@ -453,3 +453,32 @@ def request_features(txns: pd.DataFrame, stored: pd.DataFrame) -> pd.DataFrame:
     for kind in COUNTERPARTIES:
         out[f"{kind}_age_days"] = seconds_since(f"{kind}_first_seen") / 86400.0
     return out[REQUEST_FEATURES]
+
+
+# ---------------------------------------------------------------------------------------------
+# The model's inputs: stored numeric features plus request-time features, in one fixed order.
+
+
+def stored_feature_names() -> list[str]:
+    """Every stored feature, view by view (user, counterparties, account, address lists)."""
+    names = user_feature_names()
+    for kind in COUNTERPARTIES:
+        names += counterparty_feature_names(kind)
+    return names + ACCOUNT_FEATURES + ADDRESS_LIST_FEATURES
+
+
+def model_feature_names() -> list[str]:
+    """The model's input columns: numeric stored features (times and sets enter through request
+    features as ages and "new" flags) followed by the request-time features."""
+    numeric = [
+        n for n in stored_feature_names() if not n.endswith(("_time", "_first_seen")) and not n.startswith("known_")
+    ]
+    return numeric + REQUEST_FEATURES
+
+
+def model_matrix(stored: pd.DataFrame, request: pd.DataFrame) -> pd.DataFrame:
+    """The float matrix the model scores: `model_feature_names()` columns, missing values as NaN."""
+    cols = model_feature_names()
+    joined = pd.concat([stored.reset_index(drop=True), request.reset_index(drop=True)], axis=1)
+    out = {c: pd.to_numeric(joined[c], errors="coerce") if c in joined else np.nan for c in cols}
+    return pd.DataFrame(out, index=range(len(joined))).astype("float64")

@@ -132,13 +132,20 @@ def poll_batch(consumer: KafkaConsumer, max_events: int, max_seconds: float, sto
     return records
 
 
-def commit_offsets(consumer: KafkaConsumer, records: list[Any], wait_seconds: float) -> None:
-    """Commit the offsets after `records`, retrying while the broker is away (up to `wait_seconds`)."""
+def offsets_after(records: list[Any]) -> dict[TopicPartition, OffsetAndMetadata]:
+    """The offsets that mark `records` as processed: per partition, the last one plus one."""
     offsets: dict[TopicPartition, OffsetAndMetadata] = {}
     for rec in records:
         tp = TopicPartition(rec.topic, rec.partition)
         if tp not in offsets or offsets[tp].offset < rec.offset + 1:
             offsets[tp] = OffsetAndMetadata(rec.offset + 1, "", -1)
+    return offsets
+
+
+def commit_offsets(
+    consumer: KafkaConsumer, offsets: dict[TopicPartition, OffsetAndMetadata], wait_seconds: float
+) -> None:
+    """Commit `offsets`, retrying while the broker is away (up to `wait_seconds`)."""
     deadline = time.monotonic() + wait_seconds
     while True:
         try:

@@ -34,7 +34,7 @@ def repo_config(settings: FeatureStoreSettings) -> RepoConfig:
     return RepoConfig(
         project=settings.feast_project,
         provider="local",
-        registry=str(settings.registry_path.resolve()),
+        registry={"registry_type": "file", "path": str(settings.registry_path.resolve()), "cache_ttl_seconds": 60},
         online_store=online,
         offline_store={"type": "file"},
         entity_key_serialization_version=3,

@@ -22,7 +22,7 @@ from types import FrameType
 from typing import Any
 
 import pandas as pd
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
 from kafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import ValidationError
@@ -123,6 +123,9 @@ class Ingestor:
         self.state = FeatureState()
         self.seen_label_parts: set[Path] = set()
         self.stopping = False
+        self.pending: list[tuple[int, int, int, TopicPartition, dict[str, Any]]] = []
+        self.consumed_upto: dict[TopicPartition, int] = {}
+        self.partition_time: dict[TopicPartition, int] = {}
 
     # -- start-up ---------------------------------------------------------------------------------
     def folders(self) -> list[Path]:
@@ -169,26 +172,38 @@ class Ingestor:
         return poll_batch(self.consumer, s.ingest_batch_max_events, s.ingest_batch_max_seconds, lambda: self.stopping)
 
     def process(self, records: list[Any]) -> BatchResult:
-        """Validate, write and push one micro-batch; the caller commits the offsets afterwards."""
+        """Validate a poll's records, then write and push the events the watermark releases.
+
+        Each partition is in event-time order, but a backlog is read from the partitions at uneven
+        speeds. Events wait in `pending` until every partition that still has unread messages has
+        reached their time, so the state sees all events in event-time order, as the backfill does.
+        The caller commits offsets afterwards: pending events stay uncommitted until written.
+        """
         result = BatchResult(consumed=len(records))
         self.metrics.events_in.inc(len(records))
-        good: list[dict[str, Any]] = []
         dlq_futures = []
         for rec in records:
+            tp = TopicPartition(rec.topic, rec.partition)
+            self.consumed_upto[tp] = max(self.consumed_upto.get(tp, 0), rec.offset + 1)
             try:
-                good.append(transaction_record(parse(rec.value)))
+                row = transaction_record(parse(rec.value))
             except (ValidationError, ValueError) as exc:
                 payload = dead_letter(rec.value or b"", error_text(exc), rec.topic, rec.partition, rec.offset)
                 dlq_futures.append(self.producer.send(self.settings.ingest_dlq_topic, key=rec.key, value=payload))
+                continue
+            t_us = int(row["event_time"].timestamp() * 1_000_000)
+            self.partition_time[tp] = max(self.partition_time.get(tp, t_us), t_us)
+            self.pending.append((t_us, rec.partition, rec.offset, tp, row))
         if dlq_futures:
             self.producer.flush()
             for fut in dlq_futures:
                 fut.get(timeout=60)  # raises if the DLQ write failed: then nothing is committed
         result.dead_lettered = len(dlq_futures)
         self.metrics.dlq.inc(len(dlq_futures))
-        if not good:
+        released = self.release()
+        if not released:
             return result
-        frame = pd.DataFrame(good)
+        frame = pd.DataFrame([item[4] for item in released])
         fresh = ~self.state.seen(frame["transaction_id"]) & ~frame["transaction_id"].duplicated().to_numpy()
         result.duplicates = int((~fresh).sum())
         self.metrics.duplicates.inc(result.duplicates)
@@ -219,6 +234,41 @@ class Ingestor:
         self.metrics.processed.inc(len(frame))
         return result
 
+    def horizon(self) -> float:
+        """The event time up to which every partition with unread messages has been read."""
+        assigned = self.consumer.assignment()
+        if not assigned:
+            return float("inf")
+        try:
+            ends = self.consumer.end_offsets(list(assigned))
+        except KafkaError:
+            return -float("inf")  # unknown: release nothing now, retry next batch
+        blocking = [tp for tp in assigned if self.consumed_upto.get(tp, self.consumer.position(tp) or 0) < ends[tp]]
+        if not blocking:
+            return float("inf")
+        return float(min(self.partition_time.get(tp, -(2**62)) for tp in blocking))
+
+    def release(self) -> list[tuple[int, int, int, TopicPartition, dict[str, Any]]]:
+        """Pending events at or before the horizon, in event-time order."""
+        if not self.pending:
+            return []
+        limit = self.horizon()
+        self.pending.sort(key=lambda item: (item[0], item[4]["transaction_id"]))
+        cut = 0
+        while cut < len(self.pending) and self.pending[cut][0] <= limit:
+            cut += 1
+        released, self.pending = self.pending[:cut], self.pending[cut:]
+        if len(self.pending) > 20 * self.settings.ingest_batch_max_events:
+            log.warning("%d events wait for a lagging partition (event-time alignment)", len(self.pending))
+        return released
+
+    def offsets_to_commit(self) -> dict[TopicPartition, OffsetAndMetadata]:
+        """Per partition: the first offset not yet written (the oldest pending one, or all consumed)."""
+        first_pending: dict[TopicPartition, int] = {}
+        for _, _, offset, tp, _ in self.pending:
+            first_pending[tp] = min(first_pending.get(tp, offset), offset)
+        return {tp: OffsetAndMetadata(first_pending.get(tp, upto), "", -1) for tp, upto in self.consumed_upto.items()}
+
     def quarantine(self, frame: pd.DataFrame, report: str) -> None:
         folder = self.settings.data_dir / "quarantine"
         folder.mkdir(parents=True, exist_ok=True)
@@ -227,9 +277,11 @@ class Ingestor:
         (folder / f"batch-{stamp}.txt").write_text(report)
         log.error("quarantined a batch of %d events (%s): %s", len(frame), folder / f"batch-{stamp}.txt", report)
 
-    def commit(self, records: list[Any]) -> None:
-        """Commit the offsets after the batch's writes are durable."""
-        commit_offsets(self.consumer, records, self.settings.kafka_wait_seconds)
+    def commit(self) -> None:
+        """Commit the offsets of everything written (after the writes are durable)."""
+        offsets = self.offsets_to_commit()
+        if offsets:
+            commit_offsets(self.consumer, offsets, self.settings.kafka_wait_seconds)
 
     def update_lag(self) -> None:
         try:
@@ -248,26 +300,28 @@ class Ingestor:
         batches = 0
         while not self.stopping:
             records = self.poll_batch()
-            if not records:
+            if not records and not self.pending:
                 idle = self.settings.ingest_idle_exit_seconds
                 if idle and time.monotonic() - idle_since > idle:
                     log.info("no events for %.0fs: stopping", idle)
                     break
                 continue
-            idle_since = time.monotonic()
+            if records:
+                idle_since = time.monotonic()
             started = time.perf_counter()
             result = self.process(records)
-            self.commit(records)
+            self.commit()
             self.metrics.batch_seconds.observe(time.perf_counter() - started)
             self.update_lag()
             log.info(
-                "batch: %d consumed, %d processed, %d duplicates, %d DLQ, %d quarantined in %.3fs",
+                "batch: %d consumed, %d processed, %d duplicates, %d DLQ, %d quarantined in %.3fs; %d pending",
                 result.consumed,
                 result.processed,
                 result.duplicates,
                 result.dead_lettered,
                 result.quarantined,
                 time.perf_counter() - started,
+                len(self.pending),
             )
             batches += 1
             if max_batches is not None and batches >= max_batches:

@@ -19,9 +19,17 @@ from pydantic import ValidationError
 
 from fraud import history
 from fraud.contracts import FraudLabel
-from fraud.kafka import commit_offsets, ensure_topics, make_consumer, make_producer, poll_batch, wait_for_broker
+from fraud.kafka import (
+    commit_offsets,
+    ensure_topics,
+    make_consumer,
+    make_producer,
+    offsets_after,
+    poll_batch,
+    wait_for_broker,
+)
 from fraud.settings import IngestSettings
-from services.ingest import error_text, dead_letter
+from services.ingest import dead_letter, error_text
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +50,7 @@ class LabelIngestor:
         return poll_batch(self.consumer, s.ingest_batch_max_events, s.ingest_batch_max_seconds, lambda: self.stopping)
 
     def commit(self, records: list[Any]) -> None:
-        commit_offsets(self.consumer, records, self.settings.kafka_wait_seconds)
+        commit_offsets(self.consumer, offsets_after(records), self.settings.kafka_wait_seconds)
 
     def process(self, records: list[Any]) -> int:
         good: list[dict[str, Any]] = []

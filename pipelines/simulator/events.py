@@ -39,9 +39,7 @@ class EventBatch:
     @staticmethod
     def concat(batches: list[EventBatch]) -> EventBatch:
         """Stack batches row-wise."""
-        return EventBatch(
-            **{f.name: np.concatenate([getattr(b, f.name) for b in batches]) for f in fields(EventBatch)}
-        )
+        return EventBatch(**{f.name: np.concatenate([getattr(b, f.name) for b in batches]) for f in fields(EventBatch)})
 
     @staticmethod
     def empty_like(n: int) -> EventBatch:

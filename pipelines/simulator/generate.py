@@ -135,7 +135,8 @@ def generate(cfg: SimConfig, on_step: Callable[[str], None] | None = None) -> Hi
     bad = make_bad_list(r_fraud, cfg, pools)
     ctx: FraudContext = make_context(r_fraud, cfg, pop, pools, prices, bad)
     n_fraud = cfg.fraud_rate / (1.0 - cfg.fraud_rate) * len(legit)
-    batches = [legit] + [fn(ctx, round(n_fraud * cfg.shares.get(kind, 0.0))) for kind, fn in TYPOLOGIES.items()]
+    quotas = {kind: round(n_fraud * cfg.shares.get(kind, 0.0)) for kind in TYPOLOGIES}
+    batches = [legit] + [TYPOLOGIES[kind](ctx, n) for kind, n in quotas.items() if n > 0]
     ev = EventBatch.concat(batches)
     step("ledger")
     ev = ev.take(np.lexsort((ev.t_us, ev.user)))

@@ -64,7 +64,7 @@ def run_ledger(
         t = types[i]
         p = prices[i]
         m = modes[i]
-        if t == SELL or t == SEND or t == WITHDRAWAL:
+        if t in (SELL, SEND, WITHDRAWAL):
             b = bal[k]
             if m == MODE_LEGIT or (m == MODE_DRAIN and b * p >= 20.0):
                 q = int(b * fracs[i] * 1e8) / 1e8

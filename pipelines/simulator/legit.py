@@ -112,7 +112,9 @@ def session_times(
     return su[keep], t[keep]
 
 
-def legit_events(rng: np.random.Generator, cfg: SimConfig, pop: Population, pools: Pools, users: np.ndarray) -> EventBatch:
+def legit_events(
+    rng: np.random.Generator, cfg: SimConfig, pop: Population, pools: Pools, users: np.ndarray
+) -> EventBatch:
     """All legitimate events of `users` over the window, sessions of one or more events each."""
     su, st = session_times(rng, cfg, pop, users)
     per_session = rng.geometric(0.55, len(su))
@@ -177,9 +179,9 @@ def pick_assets(rng: np.random.Generator, pop: Population, user: np.ndarray) -> 
     return asset.astype(np.int8), non_cash.astype(np.int8)
 
 
-
-
-def opening_balances(rng: np.random.Generator, cfg: SimConfig, pop: Population, price_at_start: np.ndarray) -> np.ndarray:
+def opening_balances(
+    rng: np.random.Generator, cfg: SimConfig, pop: Population, price_at_start: np.ndarray
+) -> np.ndarray:
     """(n_users, 5) holdings at the window start: customers who joined earlier hold a few months' flow."""
     n = pop.size
     weights = np.diff(np.concatenate([np.zeros((n, 1)), pop.asset_pref], axis=1), axis=1)

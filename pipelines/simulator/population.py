@@ -178,5 +178,3 @@ def make_users(
         known_addresses=known,
         is_fraudster=np.full(n, fraudster),
     )
-
-

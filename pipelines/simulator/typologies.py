@@ -106,6 +106,8 @@ def make_context(
 ) -> FraudContext:
     """Shared fraud infrastructure: device farm and reused cash-out addresses."""
     old = np.flatnonzero(pop.signup_us < cfg.start_us - 30 * US_PER_DAY)
+    if len(old) == 0:  # a tiny population: any customer will do
+        old = np.arange(pop.size)
     devices = pools.devices.add(hex_ids("dev_", scramble(rng.integers(0, 2**63, 40).astype(np.uint64), 13)))
     ring = np.stack([pools.addresses.add(addresses(rng, c, 25)) for c in range(N_CHAINS)])
     return FraudContext(rng, cfg, pop, pools, prices, bad, old, devices, ring)
@@ -163,9 +165,7 @@ def cashout_addresses(ctx: FraudContext, asset: np.ndarray, p_ring: float) -> np
     return out
 
 
-def attacker_context(
-    ctx: FraudContext, sizes: np.ndarray, home_country: np.ndarray, p_hosting: float
-) -> Context:
+def attacker_context(ctx: FraudContext, sizes: np.ndarray, home_country: np.ndarray, p_hosting: float) -> Context:
     """Per event, one attacker setup per episode: new or farmed device, VPN/hosting or residential proxy IP."""
     rng, e = ctx.rng, len(sizes)
     ep, _ = expand(sizes)
@@ -480,7 +480,9 @@ def impossible_travel(ctx: FraudContext, n: int) -> EventBatch:
     same_device = (rng.random(e) < 0.7)[ep]
     usual = np.where(pop.channel[b.user] == WEB, pop.web_device[b.user], pop.phone_device[b.user])
     ctx_far.device = np.where(same_device, usual, ctx_far.device)
-    ctx_far.channel = np.where(same_device, np.where(pop.channel[b.user] == WEB, WEB, pop.mobile_channel[b.user]), ctx_far.channel).astype(np.int8)
+    ctx_far.channel = np.where(
+        same_device, np.where(pop.channel[b.user] == WEB, WEB, pop.mobile_channel[b.user]), ctx_far.channel
+    ).astype(np.int8)
     apply_context(b, ctx_far)
     ranked = top_assets(ctx, b.user)
     b.asset = np.where(ranked[:, 0] == CASH, ranked[:, 1], ranked[:, 0]).astype(np.int8)

@@ -32,9 +32,7 @@ def consume_all(servers: str, topic: str, expected: int) -> list[tuple[int, byte
         consumer.close()
 
 
-def test_simulate_to_kafka_round_trip(
-    kafka_bootstrap: str, topic_factory: Callable[..., str], tmp_path: Path
-) -> None:
+def test_simulate_to_kafka_round_trip(kafka_bootstrap: str, topic_factory: Callable[..., str], tmp_path: Path) -> None:
     tx_topic, label_topic = topic_factory("sim-tx"), topic_factory("sim-labels")
     settings = SimulatorSettings(
         data_dir=tmp_path,

@@ -107,7 +107,9 @@ def test_legit_balances_never_go_negative(history: History, joined: pd.DataFrame
     moves = [pd.DataFrame({"user_id": df["user_id"], "asset": df["asset"], "delta": sign * df["amount"]})]
     # Trades settle in the cash asset (USDC): balance-funded buys spend it, sells credit it.
     cash_buy = (df["type"] == "buy") & (df["payment_method"] == "balance")
-    moves.append(pd.DataFrame({"user_id": df["user_id"][cash_buy], "asset": "USDC", "delta": -df["amount_usd"][cash_buy]}))
+    moves.append(
+        pd.DataFrame({"user_id": df["user_id"][cash_buy], "asset": "USDC", "delta": -df["amount_usd"][cash_buy]})
+    )
     sell = df["type"] == "sell"
     moves.append(pd.DataFrame({"user_id": df["user_id"][sell], "asset": "USDC", "delta": df["amount_usd"][sell]}))
     opening = history.opening_balances.to_pandas().rename(columns={"amount": "delta"})
@@ -168,7 +170,7 @@ def test_quality_suites_pass_and_catch_bad_frames(history: History) -> None:
     labels = history.labels.to_pandas().merge(history.transactions.to_pandas()[["transaction_id", "event_time"]])
     labels["is_fraud"] = True
     labels["fraud_type"] = "bust_out"
-    lo, hi = fraud_rate_bounds(CONFIG.fraud_rate)
+    lo, hi = fraud_rate_bounds(CONFIG.fraud_rate, len(labels))
     result = validate(labels, "raw_labels", min_fraud_rate=lo, max_fraud_rate=hi)
     assert [f.expectation for f in result.failures] == ["expect_column_mean_to_be_between"]
 
@@ -191,7 +193,7 @@ def test_cli_writes_parquet_and_fails_loudly(cli_env: Path, monkeypatch: pytest.
         assert pq.read_schema(out / f"{name}.parquet").equals(schema)
     assert pq.read_schema(out / "accounts.parquet").equals(ACCOUNT_SCHEMA)
     assert pq.read_schema(out / "address_lists.parquet").equals(ADDRESS_LIST_SCHEMA)
-    monkeypatch.setattr("pipelines.simulate.fraud_rate_bounds", lambda rate: (0.4, 0.5))
+    monkeypatch.setattr("pipelines.simulate.fraud_rate_bounds", lambda rate, rows: (0.4, 0.5))
     failed = CliRunner().invoke(app, [*args[:-1], str(cli_env / "never")])
     assert failed.exit_code == 1
     assert "raw_labels: FAILED" in failed.output

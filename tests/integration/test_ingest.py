@@ -1,0 +1,223 @@
+"""The ingest service against the real broker and real Feast stores: nothing lost, exactly once."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fraud import history
+from fraud import store as S
+from fraud.contracts import Transaction
+from fraud.kafka import make_producer
+from fraud.settings import IngestSettings
+from pipelines.backfill import compute_view_rows
+from services.ingest import build
+from tests.factories import history as make_history
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _good_payloads(events: pd.DataFrame) -> list[tuple[bytes, bytes]]:
+    out = []
+    for row in events.to_dict("records"):
+        row = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items()}
+        txn = Transaction.model_validate(row)
+        out.append((txn.user_id.encode(), txn.model_dump_json().encode()))
+    return out
+
+
+def _bad_payloads(template: bytes, n: int) -> list[tuple[bytes, bytes]]:
+    """n bad events, every kind of defect in turn."""
+    base = json.loads(template)
+    kinds: list[Callable[[dict[str, object], int], bytes]] = [
+        lambda e, i: b"{not json at all " + str(i).encode(),
+        lambda e, i: json.dumps(e | {"transaction_id": f"bad-type-{i}", "amount": "12.5"}).encode(),
+        lambda e, i: json.dumps(e | {"transaction_id": f"bad-asset-{i}", "asset": "DOGE"}).encode(),
+        lambda e, i: json.dumps(e | {"transaction_id": f"bad-neg-{i}", "amount": -3.0}).encode(),
+        lambda e, i: json.dumps(e | {"transaction_id": f"bad-naive-{i}", "event_time": "2026-01-01T10:00:00"}).encode(),
+        lambda e, i: json.dumps({k: v for k, v in e.items() if k != "user_id"} | {"transaction_id": f"bad-miss-{i}"}).encode(),
+    ]
+    return [(b"bad", kinds[i % len(kinds)](dict(base), i)) for i in range(n)]
+
+
+def _produce(bootstrap: str, topic: str, payloads: list[tuple[bytes, bytes]]) -> None:
+    producer = make_producer(bootstrap)
+    for key, value in payloads:
+        producer.send(topic, key=key, value=value)
+    producer.flush()
+    producer.close()
+
+
+def _settings(tmp: Path, topic: str, bootstrap: str, **kw: object) -> IngestSettings:
+    values: dict[str, object] = {
+        "data_dir": tmp,
+        "kafka_bootstrap_servers": bootstrap,
+        "ingest_topic": topic,
+        "ingest_dlq_topic": f"{topic}.dlq",
+        "ingest_group_id": f"g-{topic}",
+        "ingest_batch_max_events": 2000,
+        "ingest_batch_max_seconds": 0.5,
+        "ingest_idle_exit_seconds": 4.0,
+        "ingest_validate_batches": False,
+    }
+    values.update(kw)
+    return IngestSettings(**values)  # type: ignore[arg-type]
+
+
+def _count_dlq(bootstrap: str, topic: str, expected: int) -> list[dict[str, object]]:
+    from fraud.kafka import make_consumer
+
+    consumer = make_consumer(bootstrap, f"dlq-reader-{topic}", topic)
+    letters: list[dict[str, object]] = []
+    deadline = time.monotonic() + 30
+    while len(letters) < expected and time.monotonic() < deadline:
+        for batch in consumer.poll(timeout_ms=500).values():
+            letters.extend(json.loads(r.value) for r in batch)
+    consumer.close()
+    return letters
+
+
+def _end_state(data_dir: Path, users: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    settings = IngestSettings(data_dir=data_dir)
+    offline = pd.read_parquet(S.view_path(settings.offline_dir, "user_activity"))
+    offline = offline.sort_values(["user_id", "event_timestamp"]).reset_index(drop=True)
+    online = S.online_features(S.open_store(settings), [{"user_id": u} for u in users], view="user_activity")
+    return offline, online.sort_values("user_id").reset_index(drop=True)
+
+
+def test_20k_events_with_5_percent_bad_nothing_lost_online_equals_backfill(
+    kafka_bootstrap: str, topic_factory: Callable[..., str], tmp_path: Path
+) -> None:
+    events = make_history(n=19_000, users=400, seed=21)
+    good = _good_payloads(events)
+    bad = _bad_payloads(good[0][1], 1_000)
+    rng = np.random.default_rng(0)
+    mixed = good + bad
+    # bad events land anywhere in the stream; good events keep their per-user order
+    order = np.argsort(np.r_[np.arange(len(good)), rng.integers(0, len(good), len(bad))], kind="stable")
+    topic = topic_factory("ingest20k", partitions=3)
+    _produce(kafka_bootstrap, topic, [mixed[i] for i in order])
+
+    settings = _settings(tmp_path, topic, kafka_bootstrap)
+    ingestor = build(settings)
+    ingestor.run()
+    ingestor.close()
+
+    m = ingestor.metrics
+    assert m.events_in._value.get() == 20_000
+    assert m.processed._value.get() + m.dlq._value.get() == 20_000
+    assert m.dlq._value.get() == 1_000 and m.quarantined._value.get() == 0
+    letters = _count_dlq(kafka_bootstrap, f"{topic}.dlq", 1_000)
+    assert len(letters) == 1_000
+    assert all({"original_b64", "error", "source_topic", "source_partition", "source_offset"} <= set(x) for x in letters)
+    assert {str(x["source_topic"]) for x in letters} == {topic}
+    # each good event exactly once in the offline history and in every view
+    hist = pd.concat([pd.read_parquet(p) for p in history.parts(tmp_path, "transactions")])
+    assert len(hist) == 19_000 and hist.transaction_id.is_unique
+    offline, online = _end_state(tmp_path, sorted(events.user_id.unique()))
+    backfilled = compute_view_rows(events, None)["user_activity"]
+    # the offline view holds each event's row once, equal to the backfill's
+    key = ["user_id", "event_timestamp", "txn_count_total"]
+    got = offline.sort_values(key).reset_index(drop=True)
+    want = backfilled[offline.columns].sort_values(key).reset_index(drop=True)
+    assert len(got) == 19_000
+    pd.testing.assert_frame_equal(got, want, check_dtype=False, check_exact=False, rtol=1e-9)
+    # online features equal the backfill of the same good events
+    latest = backfilled.sort_values("event_timestamp").groupby("user_id").last().sort_index()
+    for col in ("txn_count_total", "txn_count_24h", "distinct_devices_30d", "known_ips_30d"):
+        assert list(online[col]) == list(latest[col]), col
+    for col in ("usd_sum_7d", "usd_std_30d", "balance_ETH"):
+        np.testing.assert_allclose(online[col].to_numpy(float), latest[col].to_numpy(float), rtol=1e-9, err_msg=col)
+
+
+def _spawn_ingest(settings: IngestSettings, log_path: Path) -> subprocess.Popen[bytes]:
+    env = os.environ | {
+        f"FRAUD_{k.upper()}": str(v)
+        for k, v in settings.model_dump().items()
+        if k.startswith(("ingest_", "kafka_", "data_dir")) and v is not None
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "fraud.cli", "ingest"],
+        cwd=ROOT,
+        env=env,
+        stdout=open(log_path, "ab"),  # noqa: SIM115
+        stderr=subprocess.STDOUT,
+    )
+
+
+def _wait_parts(data_dir: Path, at_least: int, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while len(history.parts(data_dir, "transactions")) < at_least:
+        assert time.monotonic() < deadline, "ingest made no progress"
+        time.sleep(0.2)
+
+
+def test_kill_9_mid_stream_then_restart_reaches_the_same_end_state(
+    kafka_bootstrap: str, topic_factory: Callable[..., str], tmp_path: Path
+) -> None:
+    events = make_history(n=6_000, users=120, seed=33)
+    payloads = _good_payloads(events)
+    topic = topic_factory("ingestkill", partitions=3)
+    _produce(kafka_bootstrap, topic, payloads)
+    small = {"ingest_batch_max_events": 400, "ingest_batch_max_seconds": 0.3}
+
+    # uninterrupted reference run
+    ref_topic_settings = _settings(tmp_path / "ref", topic, kafka_bootstrap, ingest_group_id=f"ref-{topic}", **small)
+    ref = build(ref_topic_settings)
+    ref.run()
+    ref.close()
+
+    crash = _settings(tmp_path / "crash", topic, kafka_bootstrap, **small)
+    proc = _spawn_ingest(crash, tmp_path / "ingest.log")
+    _wait_parts(crash.data_dir, 3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    done_before = len(pd.read_parquet(history.folder(crash.data_dir, "transactions")))
+    assert 0 < done_before < 6_000
+    proc = _spawn_ingest(crash, tmp_path / "ingest.log")
+    assert proc.wait(timeout=300) == 0, (tmp_path / "ingest.log").read_text()[-3000:]
+
+    users = sorted(events.user_id.unique())
+    ref_off, ref_on = _end_state(tmp_path / "ref", users)
+    got_off, got_on = _end_state(tmp_path / "crash", users)
+    assert len(got_off) == 6_000
+    pd.testing.assert_frame_equal(got_off, ref_off)
+    pd.testing.assert_frame_equal(got_on, ref_on)
+
+
+def test_broker_restart_mid_stream_loses_nothing(
+    kafka_bootstrap: str, topic_factory: Callable[..., str], tmp_path: Path
+) -> None:
+    events = make_history(n=4_000, users=80, seed=44).sort_values("event_time").reset_index(drop=True)
+    payloads = _good_payloads(events)
+    topic = topic_factory("ingestbroker", partitions=3)
+    _produce(kafka_bootstrap, topic, payloads[:2_000])
+    settings = _settings(
+        tmp_path, topic, kafka_bootstrap, ingest_batch_max_events=300, ingest_idle_exit_seconds=20, kafka_wait_seconds=120
+    )
+    proc = _spawn_ingest(settings, tmp_path / "ingest.log")
+    try:
+        _wait_parts(tmp_path, 1)
+        broker = ROOT / "infra" / "kafka" / "broker.sh"
+        subprocess.run([str(broker), "stop"], check=True, timeout=60)
+        time.sleep(3)
+        assert proc.poll() is None, "ingest died while the broker was away"
+        subprocess.run([str(broker), "start"], check=True, timeout=120)
+        _produce(kafka_bootstrap, topic, payloads[2_000:])
+        assert proc.wait(timeout=300) == 0, (tmp_path / "ingest.log").read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    hist = pd.read_parquet(history.folder(tmp_path, "transactions"))
+    assert len(hist) == 4_000 and hist.transaction_id.is_unique
