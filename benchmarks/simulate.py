@@ -1,6 +1,6 @@
 """Benchmark `fraud simulate`: 1M transactions to Parquet, and Kafka throughput through kafka-python.
 
-Usage: .venv/bin/python benchmarks/simulate.py [--users 46000 --days 30 --kafka-users 10000]
+Usage: .venv/bin/python -m benchmarks.simulate [--users 46000 --days 30 --kafka-users 10000]
 Writes benchmarks/results/simulate.json and prints a table. Needs the local broker for the Kafka part.
 """
 
@@ -9,40 +9,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import tempfile
 import time
 import uuid
 from datetime import UTC, datetime
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from benchmarks.common import machine
+
 RESULTS = Path(__file__).parent / "results" / "simulate.json"
-
-
-def machine() -> dict[str, Any]:
-    """CPU, memory and software versions of this machine."""
-    model = "unknown"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    ram_gb = None
-    meminfo = Path("/proc/meminfo")
-    if meminfo.exists():
-        kb = int(meminfo.read_text().split("MemTotal:")[1].split()[0])
-        ram_gb = round(kb / 1024**2, 1)
-    return {
-        "cpu_count": os.cpu_count(),
-        "cpu_model": model,
-        "ram_gb": ram_gb,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "versions": {p: version(p) for p in ("numpy", "pyarrow", "kafka-python", "great-expectations")},
-    }
 
 
 def bench_parquet(users: int, days: int) -> dict[str, Any]:

@@ -70,27 +70,40 @@ def _observed(result: dict[str, Any]) -> str:
     return ", ".join(parts) or "failed"
 
 
+def _definition(suite_name: str, suite_params: dict[str, Any]) -> tuple[Any, Any]:
+    """A GX context and validation definition for a suite; cached, since building them costs ~1 s."""
+    key = (suite_name, repr(sorted(suite_params.items())))
+    if key not in _DEFINITIONS:
+        import great_expectations as gx
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        from data_quality.suites import SUITES
+
+        if suite_name not in SUITES:
+            raise KeyError(f"unknown suite {suite_name!r}; known: {sorted(SUITES)}")
+        context = gx.get_context(mode="ephemeral")
+        context.variables.progress_bars = ProgressBarsConfig(globally=False)
+        batch_definition = (
+            context.data_sources.add_pandas("pandas")
+            .add_dataframe_asset(name=suite_name)
+            .add_batch_definition_whole_dataframe("whole")
+        )
+        suite = context.suites.add(SUITES[suite_name](**suite_params))
+        definition = context.validation_definitions.add(
+            gx.ValidationDefinition(name=f"{suite_name}_validation", data=batch_definition, suite=suite)
+        )
+        if len(_DEFINITIONS) > 32:
+            _DEFINITIONS.clear()
+        _DEFINITIONS[key] = (context, definition)
+    return _DEFINITIONS[key]
+
+
+_DEFINITIONS: dict[tuple[str, str], tuple[Any, Any]] = {}
+
+
 def validate(df: pd.DataFrame, suite_name: str, docs_dir: Path | None = None, **suite_params: Any) -> ValidationSummary:
     """Validate `df` against the named suite (built with `suite_params`); optionally write Data Docs."""
-    import great_expectations as gx
-
-    from data_quality.suites import SUITES
-
-    if suite_name not in SUITES:
-        raise KeyError(f"unknown suite {suite_name!r}; known: {sorted(SUITES)}")
-    from great_expectations.data_context.types.base import ProgressBarsConfig
-
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    batch_definition = (
-        context.data_sources.add_pandas("pandas")
-        .add_dataframe_asset(name=suite_name)
-        .add_batch_definition_whole_dataframe("whole")
-    )
-    suite = context.suites.add(SUITES[suite_name](**suite_params))
-    definition = context.validation_definitions.add(
-        gx.ValidationDefinition(name=f"{suite_name}_validation", data=batch_definition, suite=suite)
-    )
+    context, definition = _definition(suite_name, suite_params)
     result = definition.run(batch_parameters={"dataframe": df}, result_format="SUMMARY")
     raw = result.to_json_dict()
     failures = [

@@ -7,6 +7,7 @@ Stages: raw events (simulator, ingest micro-batches); features and training sets
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import great_expectations as gx
@@ -28,9 +29,8 @@ MAX_AMOUNT_USD = 50_000_000.0
 IP_PATTERN = r"^(?:\d{1,3}\.){3}\d{1,3}$|^[0-9a-fA-F:]+$"
 
 
-def raw_transactions(min_rows: int = 1) -> gx.ExpectationSuite:
-    """Transaction events as produced to `transactions` or written as history."""
-    suite = gx.ExpectationSuite(name="raw_transactions")
+def _transaction_expectations(min_rows: int) -> list[Any]:
+    """The expectations every table of transaction events meets (history files and micro-batches)."""
     columns = [f.name for f in TRANSACTION_SCHEMA]
     required = [c for c in columns if c not in ("destination_address", "source_address")]
     on_chain_out = Column("type").is_in([TransactionType.SEND.value]) | (
@@ -55,6 +55,35 @@ def raw_transactions(min_rows: int = 1) -> gx.ExpectationSuite:
         E.ExpectColumnValuesToMatchRegex(column="ip_address", regex=IP_PATTERN),
         E.ExpectColumnValuesToNotBeNull(column="destination_address", row_condition=on_chain_out),
         E.ExpectColumnValuesToNotBeNull(column="source_address", row_condition=on_chain_in),
+    ]
+    return expectations
+
+
+def raw_transactions(min_rows: int = 1) -> gx.ExpectationSuite:
+    """Transaction events as produced to `transactions` or written as history."""
+    suite = gx.ExpectationSuite(name="raw_transactions")
+    for expectation in _transaction_expectations(min_rows):
+        suite.add_expectation(expectation)
+    return suite
+
+
+def ingest_batch(max_skew_hours: float = 24.0 * 400, now: datetime | None = None) -> gx.ExpectationSuite:
+    """One streaming micro-batch (events already passed the contract one by one): batch-level checks only.
+
+    Duplicates, null rates of the identity fields, value ranges and event-time skew against the clock.
+    A handful of expectations, so the check costs milliseconds per batch.
+    """
+    suite = gx.ExpectationSuite(name="ingest_batch")
+    now = now or datetime.now(UTC)
+    expectations: list[Any] = [
+        E.ExpectColumnValuesToBeUnique(column="transaction_id"),
+        *(E.ExpectColumnValuesToNotBeNull(column=c, mostly=0.99) for c in ("device_id", "ip_address", "country")),
+        E.ExpectColumnValuesToBeBetween(column="amount_usd", min_value=0, max_value=MAX_AMOUNT_USD),
+        E.ExpectColumnValuesToBeBetween(
+            column="event_time",
+            min_value=now - timedelta(hours=max_skew_hours),
+            max_value=now + timedelta(hours=1),
+        ),
     ]
     for expectation in expectations:
         suite.add_expectation(expectation)
@@ -85,4 +114,5 @@ def raw_labels(min_fraud_rate: float = 0.001, max_fraud_rate: float = 0.2) -> gx
 SUITES: dict[str, Callable[..., gx.ExpectationSuite]] = {
     "raw_transactions": raw_transactions,
     "raw_labels": raw_labels,
+    "ingest_batch": ingest_batch,
 }

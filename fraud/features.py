@@ -150,9 +150,17 @@ def _window_bounds(g: np.ndarray, t: np.ndarray, width: int) -> tuple[np.ndarray
     return start, end
 
 
-def _window_sum(x: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
-    cs = np.concatenate([[0.0], np.cumsum(x, dtype=np.float64)])
-    return cs[end] - cs[start]
+def _window_sum(x: np.ndarray, start: np.ndarray, end: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """Sum of x over rows [start, end) of one group, from running sums that restart at each group.
+
+    Restarting keeps the float error proportional to the entity's own history, not to the whole
+    table's, so the stream (recent history) and the backfill (all history) agree to ~1e-15.
+    """
+    cs = pd.Series(x, dtype="float64").groupby(g, sort=False).cumsum().to_numpy()
+    first = np.r_[True, g[1:] != g[:-1]] if len(g) else np.zeros(0, dtype=bool)
+    group_start = np.maximum.accumulate(np.where(first, np.arange(len(g)), 0))
+    before = np.where(start > group_start, cs[np.maximum(start - 1, 0)], 0.0)
+    return cs[end - 1] - before
 
 
 def _window_distinct(g: np.ndarray, t: np.ndarray, v: np.ndarray, width: int, present: np.ndarray) -> np.ndarray:
@@ -246,11 +254,11 @@ def user_features(events: pd.DataFrame, carry: pd.DataFrame | None = None) -> pd
     for w, width in WINDOWS.items():
         start, end = _window_bounds(g, t, width)
         out[f"txn_count_{w}"] = (end - start).astype(np.int64)
-        out[f"usd_sum_{w}"] = _window_sum(usd, start, end)
+        out[f"usd_sum_{w}"] = _window_sum(usd, start, end, g)
         for typ in TYPES:
             is_t = (types == typ).astype(np.float64)
-            out[f"{typ}_count_{w}"] = np.rint(_window_sum(is_t, start, end)).astype(np.int64)
-            out[f"{typ}_usd_{w}"] = _window_sum(usd * is_t, start, end)
+            out[f"{typ}_count_{w}"] = np.rint(_window_sum(is_t, start, end, g)).astype(np.int64)
+            out[f"{typ}_usd_{w}"] = _window_sum(usd * is_t, start, end, g)
         for name, col in DISTINCT_USER_FIELDS.items():
             values = d[col]
             (v,) = _codes(values)
@@ -258,11 +266,11 @@ def user_features(events: pd.DataFrame, carry: pd.DataFrame | None = None) -> pd
             if w == "30d":
                 known[f"known_{name}_30d"] = _known_sets(g, t, values.to_numpy(), width)
         if w == "30d":
-            sq = _window_sum(usd * usd, start, end)
+            sq = _window_sum(usd * usd, start, end, g)
             cnt = out["txn_count_30d"].astype(np.float64)
             mean = out["usd_sum_30d"] / cnt
             out["usd_mean_30d"] = mean
-            var = sq / cnt - mean * mean
+            var = np.where(cnt > 1, sq / cnt - mean * mean, 0.0)
             # E[x^2] - E[x]^2 from running sums: clamp the float noise left where the spread is nil
             out["usd_std_30d"] = np.sqrt(np.where(var > 1e-9 * mean * mean, var, 0.0))
     out["last_event_time"] = t

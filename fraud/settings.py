@@ -93,7 +93,9 @@ class IngestSettings(FeatureStoreSettings):
     ingest_labels_topic: str = "fraud-labels"
     ingest_batch_max_events: int = Field(5000, ge=1)
     ingest_batch_max_seconds: float = Field(1.0, gt=0)
-    ingest_max_event_skew_hours: float = Field(24.0 * 400, description="events older/newer than this are suspect")
+    ingest_max_event_skew_hours: float = Field(
+        24.0 * 365 * 3, description="a batch with events older than this (or >1h in the future) is quarantined"
+    )
     ingest_metrics_port: int = Field(0, description="Prometheus port on 127.0.0.1 (0: no metrics server)")
     ingest_idle_exit_seconds: float = Field(0.0, description="stop after this long without events (0: never)")
     ingest_validate_batches: bool = True

@@ -69,7 +69,7 @@ def _settings(tmp: Path, topic: str, bootstrap: str, **kw: object) -> IngestSett
         "ingest_batch_max_events": 2000,
         "ingest_batch_max_seconds": 0.5,
         "ingest_idle_exit_seconds": 4.0,
-        "ingest_validate_batches": False,
+        "ingest_validate_batches": True,
     }
     values.update(kw)
     return IngestSettings(**values)  # type: ignore[arg-type]
@@ -132,13 +132,14 @@ def test_20k_events_with_5_percent_bad_nothing_lost_online_equals_backfill(
     got = offline.sort_values(key).reset_index(drop=True)
     want = backfilled[offline.columns].sort_values(key).reset_index(drop=True)
     assert len(got) == 19_000
-    pd.testing.assert_frame_equal(got, want, check_dtype=False, check_exact=False, rtol=1e-9)
+    # rtol: running-sum variance carries float noise of ~1e-8 where the spread is tiny against the mean
+    pd.testing.assert_frame_equal(got, want, check_dtype=False, check_exact=False, rtol=1e-6)
     # online features equal the backfill of the same good events
     latest = backfilled.sort_values("event_timestamp").groupby("user_id").last().sort_index()
     for col in ("txn_count_total", "txn_count_24h", "distinct_devices_30d", "known_ips_30d"):
         assert list(online[col]) == list(latest[col]), col
     for col in ("usd_sum_7d", "usd_std_30d", "balance_ETH"):
-        np.testing.assert_allclose(online[col].to_numpy(float), latest[col].to_numpy(float), rtol=1e-9, err_msg=col)
+        np.testing.assert_allclose(online[col].to_numpy(float), latest[col].to_numpy(float), rtol=1e-6, err_msg=col)
 
 
 def _spawn_ingest(settings: IngestSettings, log_path: Path) -> subprocess.Popen[bytes]:
@@ -221,3 +222,21 @@ def test_broker_restart_mid_stream_loses_nothing(
             proc.kill()
     hist = pd.read_parquet(history.folder(tmp_path, "transactions"))
     assert len(hist) == 4_000 and hist.transaction_id.is_unique
+
+
+def test_batch_failing_its_expectations_is_quarantined_not_written(
+    kafka_bootstrap: str, topic_factory: Callable[..., str], tmp_path: Path
+) -> None:
+    events = make_history(n=300, users=10, seed=5)
+    events["event_time"] = events["event_time"] + pd.Timedelta(days=365 * 8)  # valid events, clock skew of years
+    topic = topic_factory("ingestskew", partitions=1)
+    _produce(kafka_bootstrap, topic, _good_payloads(events))
+    ingestor = build(_settings(tmp_path, topic, kafka_bootstrap, ingest_idle_exit_seconds=3.0))
+    ingestor.run()
+    ingestor.close()
+    assert ingestor.metrics.quarantined._value.get() == 300
+    assert ingestor.metrics.processed._value.get() == 0
+    assert history.parts(tmp_path, "transactions") == []
+    reports = list((tmp_path / "quarantine").glob("*.txt"))
+    assert reports and "event_time" in reports[0].read_text()
+    assert sum(len(pd.read_parquet(p)) for p in (tmp_path / "quarantine").glob("*.parquet")) == 300

@@ -1,0 +1,1 @@
+"""Benchmarks: scripts that measure the figures the README quotes (run with `python -m benchmarks.<name>`)."""
