@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
+from typing import Annotated, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from fraud.contracts import TOPIC_LABELS, TOPIC_TRANSACTIONS
+from fraud.contracts import TOPIC_LABELS, TOPIC_SCORES, TOPIC_TRANSACTIONS
 
 
 class CommonSettings(BaseSettings):
@@ -99,3 +100,45 @@ class IngestSettings(FeatureStoreSettings):
     ingest_metrics_port: int = Field(0, description="Prometheus port on 127.0.0.1 (0: no metrics server)")
     ingest_idle_exit_seconds: float = Field(0.0, description="stop after this long without events (0: never)")
     ingest_validate_batches: bool = True
+
+
+class ScorerSettings(FeatureStoreSettings):
+    """`fraud serve`: the real-time scoring API (FRAUD_SCORER_*), its model registry and audit topic."""
+
+    mlflow_tracking_uri: str | None = Field(None, description="MLflow tracking/registry URI (default: SQLite under data_dir)")
+    scorer_host: str = "127.0.0.1"
+    scorer_port: int = Field(8000, ge=1, le=65535)
+    scorer_workers: int = Field(2, ge=1, description="uvicorn worker processes (one per core)")
+    scorer_api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list, description="accepted X-API-Key values, comma-separated"
+    )
+    scorer_model_name: str = "crypto-fraud-detector"
+    scorer_model_alias: str = "champion"
+    scorer_poll_seconds: float = Field(30.0, gt=0, description="how often to look for a new champion")
+    scorer_max_body_bytes: int = Field(256 * 1024, ge=1024)
+    scorer_batch_max: int = Field(100, ge=1, le=10_000, description="transactions per /v1/score/batch request")
+    scorer_store_down: Literal["degraded", "unavailable"] = Field(
+        "degraded", description="online store unreachable: score from request features, or answer 503"
+    )
+    scorer_store_timeout_ms: float = Field(250.0, gt=0)
+    scorer_store_retry_seconds: float = Field(5.0, ge=0, description="after a store failure, skip it this long")
+    scorer_microbatch_max: int = Field(128, ge=1, description="most transactions scored in one model call")
+    scorer_microbatch_wait_ms: float = Field(0.0, ge=0, description="extra wait to fill a micro-batch")
+    scorer_top_reasons: int = Field(3, ge=1, le=20)
+    scorer_lgbm_threads: int = Field(1, ge=1, description="LightGBM threads per worker")
+    scorer_audit_enabled: bool = True
+    scorer_audit_topic: str = TOPIC_SCORES
+    scorer_audit_queue_max: int = Field(100_000, ge=1)
+    scorer_access_log: bool = False
+
+    @field_validator("scorer_api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [k.strip() for k in value.split(",") if k.strip()]
+        return value
+
+    @property
+    def tracking_uri(self) -> str:
+        """The MLflow URI; the local default is a SQLite file under data_dir."""
+        return self.mlflow_tracking_uri or f"sqlite:///{(self.data_dir / 'mlflow' / 'mlflow.db').resolve()}"

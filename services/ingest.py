@@ -11,6 +11,7 @@ that already reached the history are skipped, so the offline store holds each ev
 from __future__ import annotations
 
 import base64
+import collections
 import logging
 import signal
 import time
@@ -126,6 +127,9 @@ class Ingestor:
         self.pending: list[tuple[int, int, int, TopicPartition, dict[str, Any]]] = []
         self.consumed_upto: dict[TopicPartition, int] = {}
         self.partition_time: dict[TopicPartition, int] = {}
+        # plain totals beside the Prometheus metrics (Feast switches prometheus_client to its
+        # multi-process mode, where counters are shared by every instance in the process)
+        self.totals: collections.Counter[str] = collections.Counter()
 
     # -- start-up ---------------------------------------------------------------------------------
     def folders(self) -> list[Path]:
@@ -181,6 +185,7 @@ class Ingestor:
         """
         result = BatchResult(consumed=len(records))
         self.metrics.events_in.inc(len(records))
+        self.totals["events_in"] += len(records)
         dlq_futures = []
         for rec in records:
             tp = TopicPartition(rec.topic, rec.partition)
@@ -200,6 +205,7 @@ class Ingestor:
                 fut.get(timeout=60)  # raises if the DLQ write failed: then nothing is committed
         result.dead_lettered = len(dlq_futures)
         self.metrics.dlq.inc(len(dlq_futures))
+        self.totals["dlq"] += len(dlq_futures)
         released = self.release()
         if not released:
             return result
@@ -207,6 +213,7 @@ class Ingestor:
         fresh = ~self.state.seen(frame["transaction_id"]) & ~frame["transaction_id"].duplicated().to_numpy()
         result.duplicates = int((~fresh).sum())
         self.metrics.duplicates.inc(result.duplicates)
+        self.totals["duplicates"] += result.duplicates
         frame = frame[fresh].reset_index(drop=True)
         if frame.empty:
             return result
@@ -216,6 +223,7 @@ class Ingestor:
                 self.quarantine(frame, report)
                 result.quarantined = len(frame)
                 self.metrics.quarantined.inc(len(frame))
+                self.totals["quarantined"] += len(frame)
                 return result
         self.refresh_labels()
         rows = self.state.update(frame)
@@ -232,6 +240,7 @@ class Ingestor:
             self.metrics.freshness.observe(max(value, 0.0))
         result.processed = len(frame)
         self.metrics.processed.inc(len(frame))
+        self.totals["processed"] += len(frame)
         return result
 
     def horizon(self) -> float:
@@ -302,7 +311,9 @@ class Ingestor:
             records = self.poll_batch()
             if not records and not self.pending:
                 idle = self.settings.ingest_idle_exit_seconds
-                if idle and time.monotonic() - idle_since > idle:
+                if not self.consumer.assignment():  # still joining the group: not idle yet
+                    idle_since = time.monotonic()
+                elif idle and time.monotonic() - idle_since > idle:
                     log.info("no events for %.0fs: stopping", idle)
                     break
                 continue

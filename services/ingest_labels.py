@@ -84,7 +84,9 @@ class LabelIngestor:
             records = self.poll_batch()
             if not records:
                 idle = self.settings.ingest_idle_exit_seconds
-                if idle and time.monotonic() - idle_since > idle:
+                if not self.consumer.assignment():  # still joining the group: not idle yet
+                    idle_since = time.monotonic()
+                elif idle and time.monotonic() - idle_since > idle:
                     break
                 continue
             idle_since = time.monotonic()

@@ -143,7 +143,9 @@ def test_sqlite_online_store_serves_reads_while_another_process_writes(tmp_path:
     reads = 0
     deadline = time.monotonic() + 8.0
     while time.monotonic() < deadline and (proc.is_alive() or reads < 50):
-        S.online_features(store, [{"user_id": "u1"}], view="user_activity")  # raises "database is locked" without WAL/busy wait
+        S.online_features(
+            store, [{"user_id": "u1"}], view="user_activity"
+        )  # raises "database is locked" without WAL/busy wait
         reads += 1
     proc.join(timeout=30)
     assert proc.exitcode == 0

@@ -1,0 +1,217 @@
+"""`fraud demo`: the whole story on one machine, with the embedded defaults (what `make demo` runs).
+
+Starts the local Kafka broker, applies the feature repository, simulates a history and backfills it,
+starts the ingest services and a live simulated stream, trains and promotes a champion, starts the
+scorer, sends live transactions through it and prints a summary. Every step shows progress; a failing
+step stops the demo and names its log. Services keep running afterwards so you can explore them;
+`fraud demo --stop` (or Ctrl-C during the run) stops exactly what the demo started.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+log = logging.getLogger(__name__)
+ROOT = Path(__file__).resolve().parent.parent
+BROKER = ROOT / "infra" / "kafka" / "broker.sh"
+
+
+class DemoFailed(RuntimeError):
+    """A demo step failed; the message names the step and its log."""
+
+
+@dataclass
+class DemoConfig:
+    data_dir: Path
+    users: int = 6000
+    days: int = 45
+    seed: int = 7
+    live_rate: float = 40.0
+    sample: int = 300
+    port: int = 8000
+    api_key: str = "demo-key"
+    keep_running: bool = True
+
+
+@dataclass
+class Demo:
+    """Runs the steps; remembers the background processes it started (pid file) to stop them."""
+
+    cfg: DemoConfig
+    console: Console = field(default_factory=Console)
+    started: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def logs(self) -> Path:
+        return self.cfg.data_dir / "demo" / "logs"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.cfg.data_dir / "demo" / "pids.json"
+
+    def env(self) -> dict[str, str]:
+        return os.environ | {
+            "FRAUD_DATA_DIR": str(self.cfg.data_dir),
+            "FRAUD_SCORER_API_KEYS": json.dumps([self.cfg.api_key]),
+            "FRAUD_SCORER_PORT": str(self.cfg.port),
+            "PYTHONUNBUFFERED": "1",
+        }
+
+    def fraud(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "fraud.cli", *args]
+
+    def step(self, title: str, cmd: list[str], timeout: float = 1800) -> None:
+        """Run one command to completion with a spinner; on failure raise with its log's tail."""
+        self.logs.mkdir(parents=True, exist_ok=True)
+        name = title.lower().replace(" ", "-").replace("/", "-")
+        log_path = self.logs / f"{name}.log"
+        started = time.perf_counter()
+        with self.console.status(f"[bold]{title}[/] ...", spinner="dots"), open(log_path, "w") as out:
+            proc = subprocess.run(cmd, cwd=ROOT, env=self.env(), stdout=out, stderr=subprocess.STDOUT, timeout=timeout)
+        if proc.returncode != 0:
+            tail = "\n".join(log_path.read_text().splitlines()[-15:])
+            raise DemoFailed(f"step '{title}' failed (exit {proc.returncode}); log: {log_path}\n{tail}")
+        self.console.print(f"[green]✓[/] {title} [dim]({time.perf_counter() - started:.1f}s, log {log_path})[/]")
+
+    def background(self, name: str, cmd: list[str]) -> None:
+        """Start a long-running service; its pid goes to the pid file."""
+        self.logs.mkdir(parents=True, exist_ok=True)
+        log_path = self.logs / f"{name}.log"
+        proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            env=self.env(),
+            stdout=open(log_path, "a"),  # noqa: SIM115
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.started[name] = proc.pid
+        self.pid_file.parent.mkdir(parents=True, exist_ok=True)
+        self.pid_file.write_text(json.dumps(self.started))
+        self.console.print(f"[green]✓[/] started {name} [dim](pid {proc.pid}, log {log_path})[/]")
+
+    def wait_for(self, what: str, check: Callable[[], bool], timeout: float, log_name: str) -> None:
+        deadline = time.monotonic() + timeout
+        with self.console.status(f"waiting for {what} ..."):
+            while not check():
+                if time.monotonic() > deadline:
+                    raise DemoFailed(f"{what} not ready after {timeout:.0f}s; log: {self.logs / (log_name + '.log')}")
+                time.sleep(0.5)
+
+    def stop_all(self) -> None:
+        """Stop the services this demo started (from the pid file), then the broker."""
+        pids = json.loads(self.pid_file.read_text()) if self.pid_file.exists() else self.started
+        for name, pid in pids.items():
+            try:
+                os.killpg(pid, signal.SIGTERM)
+                self.console.print(f"stopping {name} (pid {pid})")
+            except ProcessLookupError:
+                continue
+        deadline = time.monotonic() + 30
+        for pid in pids.values():
+            while time.monotonic() < deadline:
+                try:
+                    os.kill(pid, 0)
+                    time.sleep(0.3)
+                except ProcessLookupError:
+                    break
+            else:
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        if self.pid_file.exists():
+            self.pid_file.unlink()
+        subprocess.run([str(BROKER), "stop"], check=False)
+
+
+def run(cfg: DemoConfig, steps: list[Callable[[Demo], Any]]) -> Demo:
+    """Run `steps` in order; Ctrl-C or a failure stops everything the demo started."""
+    demo = Demo(cfg)
+    try:
+        for step in steps:
+            step(demo)
+    except (DemoFailed, KeyboardInterrupt, subprocess.TimeoutExpired) as exc:
+        demo.console.print(f"[red]demo stopped:[/] {exc}")
+        demo.stop_all()
+        raise
+    if not cfg.keep_running:
+        demo.stop_all()
+    return demo
+
+
+def default_steps() -> list[Callable[[Demo], Any]]:
+    """The demo's story, step by step."""
+
+    def broker(d: Demo) -> None:
+        d.step("Kafka broker", [str(BROKER), "start"], timeout=600)
+        d.step("Kafka topics", d.fraud("topics"))
+
+    def history(d: Demo) -> None:
+        d.step("Feature repository", d.fraud("features", "apply"))
+        sim = d.cfg.data_dir / "simulated"
+        d.step(
+            "Simulate history",
+            d.fraud(
+                "simulate",
+                "--to",
+                "parquet",
+                "--out",
+                str(sim),
+                "--users",
+                str(d.cfg.users),
+                "--days",
+                str(d.cfg.days),
+                "--seed",
+                str(d.cfg.seed),
+            ),
+        )
+        d.step(
+            "Backfill features",
+            d.fraud(
+                "backfill",
+                "--transactions",
+                str(sim / "transactions.parquet"),
+                "--labels",
+                str(sim / "labels.parquet"),
+                "--accounts",
+                str(sim / "accounts.parquet"),
+                "--address-lists",
+                str(sim / "address_lists.parquet"),
+            ),
+        )
+
+    def streaming(d: Demo) -> None:
+        d.background("ingest", d.fraud("ingest"))
+        d.background("ingest-labels", d.fraud("ingest-labels"))
+        d.background(
+            "live-stream",
+            d.fraud(
+                "simulate",
+                "--to",
+                "kafka",
+                "--realtime",
+                "--rate",
+                str(d.cfg.live_rate),
+                "--users",
+                "400",
+                "--days",
+                "2",
+                "--seed",
+                str(d.cfg.seed + 1),
+            ),
+        )
+
+    return [broker, history, streaming]

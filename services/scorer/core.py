@@ -1,0 +1,320 @@
+"""The scorer's pure core: transactions plus their online feature rows in, scores, decisions and reasons out.
+
+No I/O. Features come from `fraud.features` (`request_features`, `model_matrix`), the code training
+uses, so the model sees the same values for a transaction online as it saw offline. Reason codes are
+LightGBM's per-feature contributions (TreeSHAP, in raw-score units): they sum with the base value to
+the model's raw score, which the calibration maps to the probability served as `score`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from feature_repo.repo import ALL_VIEWS
+from fraud import features as F
+from fraud.contracts import Transaction, transaction_record
+
+# Which request field holds each view's entity key (a transaction without it has no row to miss).
+VIEW_KEYS: dict[str, str] = {view: entity.join_key for view, (entity, _) in ALL_VIEWS.items()}
+TIME_FEATURES = frozenset(n for n in F.stored_feature_names() if n.endswith(("_time", "_first_seen")))
+TEXT_FEATURES = frozenset(n for n in F.stored_feature_names() if n.startswith("known_"))
+
+
+class ScoringModel(Protocol):
+    """What the core needs from a model: its inputs, contributions, calibration and decision rule."""
+
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def feature_names(self) -> list[str]: ...
+
+    def contributions(self, X: np.ndarray) -> np.ndarray:
+        """Per-feature contributions to the raw score, with the base value as the last column."""
+        ...
+
+    def proba_from_margin(self, margin: np.ndarray) -> np.ndarray:
+        """Calibrated fraud probability for raw scores."""
+        ...
+
+    def decide(self, p: np.ndarray) -> list[str]:
+        """approve / review / decline for probabilities."""
+        ...
+
+
+@dataclass(frozen=True)
+class OnlineRows:
+    """What the online store returned for a batch, aligned with its transactions.
+
+    `values` maps each stored feature to one value per transaction (None where absent); `as_of`
+    maps each view to the event time of the row read per transaction (None: no row).
+    """
+
+    values: Mapping[str, Sequence[Any]]
+    as_of: Mapping[str, Sequence[datetime | None]]
+    degraded: bool = False
+
+    @classmethod
+    def unavailable(cls, n: int) -> OnlineRows:
+        """No online features at all (store unreachable): every stored feature missing."""
+        return cls(values={}, as_of={view: [None] * n for view in ALL_VIEWS}, degraded=True)
+
+
+@dataclass(frozen=True)
+class Reason:
+    code: str
+    description: str
+    value: float | None
+    contribution: float
+
+
+@dataclass(frozen=True)
+class Freshness:
+    as_of: datetime
+    age_seconds: float
+
+
+@dataclass
+class Scored:
+    """One transaction's result: what the response and the audit record are built from."""
+
+    transaction: Transaction
+    score: float
+    decision: str
+    raw_score: float
+    base_value: float
+    reasons: list[Reason]
+    other_contribution: float
+    degraded: bool
+    missing: list[str]
+    freshness: dict[str, Freshness]
+    model_version: str
+    features: np.ndarray = field(repr=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Plain-word names of the model's features (reason codes are read by analysts and customers).
+
+_WINDOW_WORDS = {"1h": "the last hour", "24h": "the last 24 hours", "7d": "the last 7 days", "30d": "the last 30 days"}
+_TYPE_PLURAL = {
+    "deposit": "deposits",
+    "withdrawal": "withdrawals",
+    "buy": "buys",
+    "sell": "sells",
+    "send": "sends",
+    "receive": "receives",
+}
+_DISTINCT_WORDS = {
+    "devices": "devices",
+    "ips": "IP addresses",
+    "countries": "countries",
+    "dest_addresses": "destination addresses",
+}
+_KIND_WORDS = {"address": "this destination address", "device": "this device", "ip": "this IP address"}
+_FIXED: dict[str, str] = {
+    "usd_mean_30d": "the user's average transaction size over 30 days",
+    "usd_std_30d": "how much the user's transaction sizes vary over 30 days",
+    "txn_count_total": "the user's number of transactions ever",
+    "kyc_tier": "the user's identity-verification (KYC) tier",
+    "on_sanctions_list": "destination address on a sanctions list",
+    "on_mixer_list": "destination address is a known mixer",
+    "amount_usd": "transaction amount in USD",
+    "log_amount_usd": "transaction amount in USD (log scale)",
+    "type_code": "transaction type",
+    "asset_code": "asset moved",
+    "payment_method_code": "payment method",
+    "channel_code": "channel (web, app or API)",
+    "hour_of_day": "hour of the day (UTC)",
+    "day_of_week": "day of the week",
+    "is_outgoing": "money leaving the account",
+    "is_onchain": "on-chain transfer",
+    "new_device": "new device for this user",
+    "new_ip": "new IP address for this user",
+    "new_country": "new country for this user",
+    "new_dest_address": "new destination address for this user",
+    "seconds_since_prev_txn": "time since the user's previous transaction",
+    "account_age_days": "age of the account",
+    "amount_z_30d": "amount far from the user's 30-day mean (in standard deviations)",
+    "amount_to_mean_30d": "amount as a multiple of the user's 30-day mean",
+    "balance_share_leaving": "share of the user's balance leaving in this transaction",
+    "address_age_days": "how long the destination address has been known",
+    "device_age_days": "how long the device has been known",
+    "ip_age_days": "how long the IP address has been known",
+}
+
+
+def describe(feature: str) -> str:
+    """A plain-words name for a model feature (falls back to the name itself, never fails)."""
+    if feature in _FIXED:
+        return _FIXED[feature]
+    head, _, window = feature.rpartition("_")
+    when = _WINDOW_WORDS.get(window)
+    if feature.startswith("balance_"):
+        return f"the user's {feature.removeprefix('balance_')} balance"
+    if when is None:
+        return feature.replace("_", " ")
+    if head == "txn_count":
+        return f"the user's number of transactions in {when}"
+    if head == "usd_sum":
+        return f"the user's USD volume in {when}"
+    if head.startswith("distinct_"):
+        return f"distinct {_DISTINCT_WORDS.get(head.removeprefix('distinct_'), head)} the user used in {when}"
+    kind, _, rest = head.partition("_")
+    if kind in _KIND_WORDS:
+        target = _KIND_WORDS[kind]
+        if rest == "txn_count":
+            return f"transactions involving {target} in {when}"
+        if rest == "distinct_users":
+            return f"distinct users of {target} in {when}"
+        if rest == "fraud_count":
+            return f"confirmed frauds involving {target} in {when}"
+        if rest == "fraud_rate":
+            return f"share of {target}'s transactions confirmed as fraud in {when}"
+    typ, _, measure = head.partition("_")
+    if typ in _TYPE_PLURAL and measure == "count":
+        return f"the user's number of {_TYPE_PLURAL[typ]} in {when}"
+    if typ in _TYPE_PLURAL and measure == "usd":
+        return f"USD the user moved in {_TYPE_PLURAL[typ]} in {when}"
+    return feature.replace("_", " ")
+
+
+# ---------------------------------------------------------------------------------------------
+# Scoring.
+
+
+def transactions_frame(txns: Sequence[Transaction]) -> pd.DataFrame:
+    """Transactions as rows of the canonical table (what `request_features` takes in training too)."""
+    frame = pd.DataFrame([transaction_record(t) for t in txns])
+    frame["event_time"] = pd.to_datetime(frame["event_time"], utc=True)
+    return frame
+
+
+def stored_frame(rows: OnlineRows, n: int) -> pd.DataFrame:
+    """The online values as the stored-feature frame training builds: NaN/NaT where missing."""
+    cols: dict[str, Any] = {}
+    for name in F.stored_feature_names():
+        values = rows.values.get(name)
+        if values is None:
+            values = [None] * n
+        if name in TIME_FEATURES:
+            cols[name] = pd.to_datetime(pd.Series(values, dtype=object), utc=True)
+        elif name in TEXT_FEATURES:
+            cols[name] = pd.Series(values, dtype=object)
+        else:
+            cols[name] = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+    return pd.DataFrame(cols, index=range(n))
+
+
+def model_inputs(txns: Sequence[Transaction], rows: OnlineRows) -> pd.DataFrame:
+    """The model matrix for a batch, through the same feature code as training."""
+    tx = transactions_frame(txns)
+    stored = stored_frame(rows, len(txns))
+    request = F.request_features(tx, stored)
+    return F.model_matrix(stored, request)
+
+
+def missing_groups(txn: Transaction, rows: OnlineRows, i: int) -> list[str]:
+    """The feature groups (views) that apply to this transaction but had no online row."""
+    out = []
+    for view, key in VIEW_KEYS.items():
+        if getattr(txn, key) is None:
+            continue  # e.g. no destination address: the address views do not apply
+        as_of = rows.as_of.get(view)
+        if as_of is None or as_of[i] is None:
+            out.append(view)
+    return out
+
+
+def freshness(txn: Transaction, rows: OnlineRows, i: int) -> dict[str, Freshness]:
+    """Per view read, when its row was written (event time) and how old it was at the transaction."""
+    out = {}
+    for view, stamps in rows.as_of.items():
+        ts = stamps[i]
+        if ts is not None:
+            out[view] = Freshness(as_of=ts, age_seconds=(txn.event_time - ts).total_seconds())
+    return out
+
+
+def top_reasons(names: Sequence[str], contrib: np.ndarray, values: np.ndarray, k: int) -> list[Reason]:
+    """The k features that pushed the raw score up most (positive contributions only), largest first."""
+    if k <= 0 or contrib.size == 0:
+        return []
+    k = min(k, contrib.size)
+    idx = np.argpartition(-contrib, k - 1)[:k]
+    idx = idx[np.argsort(-contrib[idx], kind="stable")]
+    out = []
+    for j in idx:
+        c = float(contrib[j])
+        if c <= 0.0:
+            break
+        v = float(values[j])
+        out.append(Reason(names[j], describe(names[j]), None if math.isnan(v) else v, c))
+    return out
+
+
+def score_batch(
+    model: ScoringModel,
+    txns: Sequence[Transaction],
+    rows: OnlineRows,
+    top_k: int = 3,
+) -> list[Scored]:
+    """Score a batch: one feature pass, one contributions call; the raw score is their sum."""
+    if not txns:
+        return []
+    X = model_inputs(txns, rows)
+    if list(X.columns) != list(model.feature_names):
+        raise ValueError("the model's feature list differs from fraud.features.model_feature_names()")
+    matrix = X.to_numpy(dtype=np.float64)
+    contrib = np.asarray(model.contributions(matrix), dtype=np.float64)
+    margin = contrib.sum(axis=1)
+    p = np.asarray(model.proba_from_margin(margin), dtype=np.float64)
+    decisions = model.decide(p)
+    names = list(X.columns)
+    out = []
+    for i, txn in enumerate(txns):
+        reasons = top_reasons(names, contrib[i, :-1], matrix[i], top_k)
+        base = float(contrib[i, -1])
+        other = float(margin[i] - base - sum(r.contribution for r in reasons))
+        out.append(
+            Scored(
+                transaction=txn,
+                score=float(p[i]),
+                decision=str(decisions[i]),
+                raw_score=float(margin[i]),
+                base_value=base,
+                reasons=reasons,
+                other_contribution=other,
+                degraded=rows.degraded,
+                missing=missing_groups(txn, rows, i),
+                freshness=freshness(txn, rows, i),
+                model_version=model.version,
+                features=matrix[i],
+            )
+        )
+    return out
+
+
+def audit_record(s: Scored, feature_names: Sequence[str], scored_at: datetime) -> dict[str, Any]:
+    """The `fraud-scores` message for one decision: input, features, score, model version, decision."""
+    return {
+        "schema_version": 1,
+        "transaction_id": s.transaction.transaction_id,
+        "scored_at": scored_at.isoformat(),
+        "model_version": s.model_version,
+        "score": s.score,
+        "decision": s.decision,
+        "raw_score": s.raw_score,
+        "base_value": s.base_value,
+        "reason_codes": [r.code for r in s.reasons],
+        "degraded": s.degraded,
+        "missing_features": s.missing,
+        "transaction": s.transaction.model_dump(mode="json"),
+        "features": {n: (None if math.isnan(v) else v) for n, v in zip(feature_names, s.features.tolist(), strict=True)},
+    }

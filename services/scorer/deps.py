@@ -1,0 +1,40 @@
+"""FastAPI dependencies of the scorer, as `Annotated` aliases: the service and the API-key check."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, Header, HTTPException, Request, status
+
+from services.scorer.service import ScoringService
+
+
+def get_service(request: Request) -> ScoringService:
+    """The scoring service built by the lifespan (the composition root)."""
+    service: ScoringService = request.app.state.service
+    return service
+
+
+def require_api_key(request: Request, x_api_key: Annotated[str | None, Header()] = None) -> str:
+    """Check `X-API-Key` against the configured keys in constant time; 401 without a valid one.
+
+    Returns which key matched ("key-1", ...), never the key itself.
+    """
+    keys: list[bytes] = request.app.state.api_keys
+    given = (x_api_key or "").encode()
+    matched = 0
+    for i, key in enumerate(keys, start=1):
+        if hmac.compare_digest(key, given) and not matched:  # every key is compared: no early exit
+            matched = i
+    if not x_api_key or not matched:
+        raise HTTPException(
+            status_code=status.HTTP_401_UNAUTHORIZED,
+            detail="missing or invalid API key (X-API-Key)",
+            headers={"WWW-Authenticate": "ApiKey"},
+        )
+    return f"key-{matched}"
+
+
+Service = Annotated[ScoringService, Depends(get_service)]
+ApiKey = Annotated[str, Depends(require_api_key)]
