@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 UV_VERSION := 0.13.9
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install lint typecheck unit broker-start broker-stop clean help
+.PHONY: demo demo-stop test install lint typecheck unit broker-start broker-stop clean help
 
 help:
 	@echo "make demo   run the whole story locally (Kafka, Feast, MLflow, scorer), no Docker needed"
@@ -33,7 +33,10 @@ test: install
 	@infra/test.sh
 
 demo: install
-	@infra/demo.sh
+	@$(BIN)/fraud demo
+
+demo-stop:
+	@$(BIN)/fraud demo --stop
 
 broker-start:
 	@infra/kafka/broker.sh start

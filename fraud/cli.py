@@ -172,6 +172,80 @@ def ingest_labels() -> None:
     run(settings)
 
 
+@app.command()
+def traffic(
+    count: int | None = typer.Option(None, help="send this many transactions, then stop"),
+    rate: float | None = typer.Option(None, help="requests per second (default: settings)"),
+) -> None:
+    """Keep sending simulated transactions to the scorer, like an exchange's payment flow."""
+    from fraud.settings import TrafficSettings
+    from services.traffic import main as run
+    from services.traffic import send
+
+    settings = TrafficSettings()
+    if rate is not None:
+        settings = settings.model_copy(update={"traffic_rate": rate})
+    _logging(settings)
+    if count is None:
+        run(settings)
+        return
+    report = send(settings, count=count)
+    typer.echo(
+        f"sent {report.sent}, errors {report.errors}, decisions {dict(report.decisions)}, "
+        f"p50 {report.percentile(50):.1f} ms, p99 {report.percentile(99):.1f} ms"
+    )
+
+
+@app.command()
+def serve(
+    host: str | None = typer.Option(None, help="listen address (default 127.0.0.1; FRAUD_SCORER_HOST)"),
+    port: int | None = typer.Option(None, help="port (default 8000; FRAUD_SCORER_PORT)"),
+    workers: int | None = typer.Option(None, help="uvicorn worker processes (default 2; FRAUD_SCORER_WORKERS)"),
+) -> None:
+    """Serve the real-time scoring API on the registry's champion model (FastAPI, uvicorn)."""
+    from fraud.settings import ScorerSettings
+    from services.scorer.app import serve as run
+
+    overrides: dict[str, Any] = {"scorer_host": host, "scorer_port": port, "scorer_workers": workers}
+    settings = ScorerSettings(**{k: v for k, v in overrides.items() if v is not None})
+    _logging(settings)
+    run(settings)
+
+
+@app.command()
+def demo(
+    users: int = typer.Option(6000, help="simulated customers in the history"),
+    days: int = typer.Option(45, help="days of simulated history"),
+    sample: int = typer.Option(300, help="live transactions to send through the scorer"),
+    port: int = typer.Option(8000, help="scorer port on 127.0.0.1"),
+    stop: bool = typer.Option(False, "--stop", help="stop what a previous demo started, and exit"),
+    keep_running: bool = typer.Option(True, help="leave the services running after the summary"),
+) -> None:
+    """Run the whole story locally: broker, features, streaming ingest, training, scorer, live traffic."""
+    from fraud.settings import CommonSettings
+    from pipelines.demo import Demo, DemoConfig, DemoFailed, default_steps, run
+
+    settings = CommonSettings()
+    setup_logging("WARNING")
+    cfg = DemoConfig(
+        data_dir=settings.data_dir.resolve(),
+        users=users,
+        days=days,
+        sample=sample,
+        port=port,
+        keep_running=keep_running,
+    )
+    if stop:
+        Demo(cfg).stop_all()
+        return
+    try:
+        run(cfg, default_steps())
+    except DemoFailed as exc:
+        raise typer.Exit(1) from exc
+    except KeyboardInterrupt as exc:
+        raise typer.Exit(130) from exc
+
+
 def main() -> None:
     app()
 

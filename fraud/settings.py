@@ -105,7 +105,9 @@ class IngestSettings(FeatureStoreSettings):
 class ScorerSettings(FeatureStoreSettings):
     """`fraud serve`: the real-time scoring API (FRAUD_SCORER_*), its model registry and audit topic."""
 
-    mlflow_tracking_uri: str | None = Field(None, description="MLflow tracking/registry URI (default: SQLite under data_dir)")
+    mlflow_tracking_uri: str | None = Field(
+        None, description="MLflow tracking/registry URI (default: SQLite under data_dir)"
+    )
     scorer_host: str = "127.0.0.1"
     scorer_port: int = Field(8000, ge=1, le=65535)
     scorer_workers: int = Field(2, ge=1, description="uvicorn worker processes (one per core)")
@@ -142,3 +144,14 @@ class ScorerSettings(FeatureStoreSettings):
     def tracking_uri(self) -> str:
         """The MLflow URI; the local default is a SQLite file under data_dir."""
         return self.mlflow_tracking_uri or f"sqlite:///{(self.data_dir / 'mlflow' / 'mlflow.db').resolve()}"
+
+
+class TrafficSettings(CommonSettings):
+    """`fraud traffic`: simulated payment-flow traffic against the scorer."""
+
+    traffic_url: str = "http://127.0.0.1:8000"
+    traffic_api_key: str = "demo-key"
+    traffic_rate: float = Field(20.0, ge=0.0, description="requests per second (0: as fast as possible)")
+    traffic_users: int = Field(300, ge=10)
+    traffic_seed: int = 123
+    traffic_duration_s: float = Field(0.0, ge=0.0, description="stop after this long (0: run until stopped)")

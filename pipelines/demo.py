@@ -9,6 +9,7 @@ step stops the demo and names its log. Services keep running afterwards so you c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.table import Table
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,6 +54,15 @@ class Demo:
     cfg: DemoConfig
     console: Console = field(default_factory=Console)
     started: dict[str, int] = field(default_factory=dict)
+    traffic: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.cfg.port}"
+
+    @property
+    def report_path(self) -> Path:
+        return self.cfg.data_dir / "demo" / "train_report.json"
 
     @property
     def logs(self) -> Path:
@@ -128,10 +139,8 @@ class Demo:
                 except ProcessLookupError:
                     break
             else:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
         if self.pid_file.exists():
             self.pid_file.unlink()
         subprocess.run([str(BROKER), "stop"], check=False)
@@ -214,4 +223,79 @@ def default_steps() -> list[Callable[[Demo], Any]]:
             ),
         )
 
-    return [broker, history, streaming]
+    def train(d: Demo) -> None:
+        d.step("Train, evaluate, register", d.fraud("train", "--report", str(d.report_path)))
+
+    def serve(d: Demo) -> None:
+        import httpx
+
+        d.background("scorer", d.fraud("serve"))
+
+        def ready() -> bool:
+            try:
+                return httpx.get(f"{d.url}/readyz", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        d.wait_for("the scorer", ready, timeout=180, log_name="scorer")
+        d.console.print(f"[green]✓[/] scorer ready at {d.url}")
+
+    def sample(d: Demo) -> None:
+        from fraud.settings import TrafficSettings
+        from services.traffic import send
+
+        settings = TrafficSettings(traffic_url=d.url, traffic_api_key=d.cfg.api_key, traffic_rate=50.0)
+        with d.console.status(f"sending {d.cfg.sample} live transactions through the scorer ..."):
+            d.traffic = send(settings, count=d.cfg.sample)
+        if d.traffic.sent == 0 or d.traffic.errors == d.traffic.sent:
+            raise DemoFailed(f"the scorer answered no request; log: {d.logs / 'scorer.log'}")
+        d.console.print(f"[green]✓[/] scored {d.traffic.sent} transactions")
+
+    return [broker, history, streaming, train, serve, sample, summary]
+
+
+def summary(d: Demo) -> None:
+    """The closing table: model quality beside the baselines, decisions, latency, where to look."""
+    console = d.console
+    report = json.loads(d.report_path.read_text()) if d.report_path.exists() else {}
+    metrics = report.get("test_metrics") or report.get("metrics") or {}
+    if metrics:
+        table = Table(title="Model quality on the held-out test period")
+        table.add_column("model")
+        for col in ("average_precision", "roc_auc", "recall_at_1pct_fpr"):
+            table.add_column(col)
+        for name, values in metrics.items():
+            if isinstance(values, dict):
+                table.add_row(
+                    name,
+                    *(
+                        f"{values.get(c, float('nan')):.3f}"
+                        for c in ("average_precision", "roc_auc", "recall_at_1pct_fpr")
+                    ),
+                )
+        console.print(table)
+    if d.traffic is not None:
+        t = d.traffic
+        table = Table(title="Live scoring sample")
+        table.add_column("sent")
+        table.add_column("decisions")
+        table.add_column("degraded")
+        table.add_column("latency p50 / p99 (ms, client side)")
+        table.add_row(
+            str(t.sent),
+            ", ".join(f"{k} {v}" for k, v in sorted(t.decisions.items())),
+            str(t.degraded),
+            f"{t.percentile(50):.1f} / {t.percentile(99):.1f}",
+        )
+        console.print(table)
+    mlflow_db = d.cfg.data_dir / "mlflow" / "mlflow.db"
+    console.print("\n[bold]Where to look[/]")
+    console.print(f"  scorer        {d.url}  (API docs: {d.url}/docs, metrics: {d.url}/metrics)")
+    console.print(
+        f"  try it        curl -s -X POST {d.url}/v1/score -H 'X-API-Key: {d.cfg.api_key}' "
+        "-H 'Content-Type: application/json' -d @docs/examples/transaction.json"
+    )
+    console.print(f"  MLflow UI     .venv/bin/mlflow ui --backend-store-uri sqlite:///{mlflow_db} --port 5000")
+    console.print(f"  Data Docs     {d.cfg.data_dir / 'data_docs' / 'index.html'}")
+    console.print(f"  logs          {d.logs}")
+    console.print("  stop it       make demo-stop   (stops the services and the broker this demo started)")

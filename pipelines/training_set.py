@@ -6,14 +6,25 @@ the same instant stay invisible. Two quirks of Feast's file offline store are ha
 an entity row whose entity only has *later* feature rows (instead of returning nulls), and it merges
 entity rows that share keys and timestamp. So each view is retrieved on its own, for the distinct
 (key, timestamp) pairs, and joined back with a left join: no prior row means missing, never dropped.
+
+Feast's file store joins every entity row with every feature row of its key (quadratic per key): past
+about `FEAST_MAX_ROWS` transactions it runs out of memory on two cores. Larger sets take `as_of_join`,
+the same join (latest row at or before the lookup time, within the view's TTL) as a pandas
+`merge_asof` over the very same offline Parquet folders the store's views read. A test checks both
+return the same values. Rows of one entity that share a timestamp are resolved by storage order (the
+last written wins); Feast leaves that case unspecified.
 """
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 from feast import FeatureStore
 
 from feature_repo.repo import ALL_VIEWS
@@ -23,6 +34,7 @@ log = logging.getLogger(__name__)
 
 ONE_US = pd.Timedelta(microseconds=1)
 LOOKUP_TS = "lookup_timestamp"
+FEAST_MAX_ROWS = 20_000  # above this, `as_of_join` (Feast's file store is quadratic per entity)
 
 
 def known_labels(labels: pd.DataFrame, cutoff: pd.Timestamp) -> pd.DataFrame:
@@ -33,8 +45,21 @@ def known_labels(labels: pd.DataFrame, cutoff: pd.Timestamp) -> pd.DataFrame:
 
 def stored_features_before(store: FeatureStore, txns: pd.DataFrame) -> pd.DataFrame:
     """For each transaction, every stored feature as of strictly before its event_time (aligned to txns)."""
+    if len(txns) > FEAST_MAX_ROWS:
+        return as_of_join(store, txns)
+    return feast_join(store, txns)
+
+
+def _lookups(txns: pd.DataFrame) -> pd.DataFrame:
+    """Entity keys of each transaction and the lookup time: 1 microsecond before the event."""
     base = txns[["transaction_id", "user_id", "device_id", "ip_address", "destination_address"]].copy()
     base[LOOKUP_TS] = pd.to_datetime(txns["event_time"], utc=True) - ONE_US
+    return base
+
+
+def feast_join(store: FeatureStore, txns: pd.DataFrame) -> pd.DataFrame:
+    """`stored_features_before` through Feast's `get_historical_features`, view by view."""
+    base = _lookups(txns)
     out: dict[str, Any] = {}
     for view, (entity, names) in ALL_VIEWS.items():
         key = entity.join_key
@@ -52,6 +77,54 @@ def stored_features_before(store: FeatureStore, txns: pd.DataFrame) -> pd.DataFr
         for name in names:
             out[name] = merged[name].to_numpy()
     return pd.DataFrame(out, index=txns.index)
+
+
+def _offline_parts(store: FeatureStore, view: str) -> list[Path]:
+    """The Parquet part files the store's view reads (its batch source folder), in write order."""
+    source = store.get_feature_view(view).batch_source
+    folder = Path(source.path)  # type: ignore[attr-defined]
+    return sorted(folder.glob("*.parquet")) if folder.is_dir() else [folder]
+
+
+def as_of_join(store: FeatureStore, txns: pd.DataFrame) -> pd.DataFrame:
+    """`stored_features_before` as a pandas as-of join over the views' offline Parquet folders."""
+    base = _lookups(txns)
+    lookup_us = base[LOOKUP_TS].astype("datetime64[us, UTC]").astype("int64").to_numpy()
+    columns: dict[str, Any] = {}
+    for view, (entity, names) in ALL_VIEWS.items():
+        key = entity.join_key
+        ttl_us = int(store.get_feature_view(view).ttl.total_seconds() * 1_000_000)  # type: ignore[union-attr]
+        parts = _offline_parts(store, view)
+        table = pa.concat_tables(
+            [pq.read_table(p, columns=[key, "event_timestamp", *names]) for p in parts], promote_options="default"
+        )
+        rows = pd.DataFrame(
+            {
+                "_key": table.column(key).to_pandas(),
+                "_ts": table.column("event_timestamp").cast(pa.timestamp("us", "UTC")).cast(pa.int64()).to_numpy(),
+                "_row": np.arange(table.num_rows, dtype=np.int64),
+            }
+        )
+        rows = rows[rows["_key"].notna()].sort_values("_ts", kind="stable")  # ties keep storage order
+        left = pd.DataFrame({"_key": base[key].to_numpy(), "_ts": lookup_us, "_pos": np.arange(len(base))})
+        left = left[left["_key"].notna()].sort_values("_ts", kind="stable")
+        hit = np.full(len(base), -1, dtype=np.int64)
+        if len(left) and len(rows):
+            joined = pd.merge_asof(left, rows, on="_ts", by="_key", direction="backward", allow_exact_matches=True)
+            found = joined["_row"].notna().to_numpy()
+            row = joined["_row"].fillna(-1).to_numpy(dtype=np.int64)
+            stamp = table.column("event_timestamp").cast(pa.timestamp("us", "UTC")).cast(pa.int64()).to_numpy()
+            within = found & (stamp[np.maximum(row, 0)] >= joined["_ts"].to_numpy() - ttl_us)
+            hit[joined["_pos"].to_numpy()[within]] = row[within]
+        missing = hit < 0
+        taker = pa.array(np.maximum(hit, 0), mask=missing)
+        picked = table.select(names).take(taker) if table.num_rows else None
+        for name in names:
+            if picked is None:
+                columns[name] = np.full(len(base), np.nan)
+            else:
+                columns[name] = picked.column(name).to_pandas().to_numpy()
+    return pd.DataFrame(columns, index=txns.index)
 
 
 def training_frame(

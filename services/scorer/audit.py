@@ -84,9 +84,7 @@ class AuditPublisher:
             for s in results:
                 try:
                     value = json_bytes(audit_record(s, names, scored_at))
-                    future = self._producer.send(
-                        self._topic, key=s.transaction.transaction_id.encode(), value=value
-                    )
+                    future = self._producer.send(self._topic, key=s.transaction.transaction_id.encode(), value=value)
                     future.add_errback(self._errback)
                     self.published += 1
                 except Exception as exc:

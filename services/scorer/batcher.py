@@ -10,6 +10,7 @@ cannot fail its neighbours (except for `no_retry` errors, which concern the whol
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -61,10 +62,8 @@ class MicroBatcher(Generic[In, Out]):
             while self._queue:
                 await asyncio.sleep(0.01)
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
         self._pool.shutdown(wait=True)
 
     async def submit(self, items: Sequence[In]) -> list[Out]:

@@ -316,5 +316,7 @@ def audit_record(s: Scored, feature_names: Sequence[str], scored_at: datetime) -
         "degraded": s.degraded,
         "missing_features": s.missing,
         "transaction": s.transaction.model_dump(mode="json"),
-        "features": {n: (None if math.isnan(v) else v) for n, v in zip(feature_names, s.features.tolist(), strict=True)},
+        "features": {
+            n: (None if math.isnan(v) else v) for n, v in zip(feature_names, s.features.tolist(), strict=True)
+        },
     }

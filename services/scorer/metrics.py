@@ -46,7 +46,10 @@ class Metrics:
                 "fraud_scorer_degraded", "Transactions scored without online features (store down)", registry=r
             ),
             missing=Counter(
-                "fraud_scorer_missing_features", "Transactions with no online row for a feature group", ["group"], registry=r
+                "fraud_scorer_missing_features",
+                "Transactions with no online row for a feature group",
+                ["group"],
+                registry=r,
             ),
             batch_size=Histogram(
                 "fraud_scorer_batch_size", "Transactions per model call", buckets=BATCH_BUCKETS, registry=r

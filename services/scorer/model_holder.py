@@ -144,9 +144,7 @@ class ModelHolder:
             previous = self._current
             self._current = model  # the swap: one reference assignment, atomic for readers
             self.swaps += 1
-            log.info(
-                "serving model v%s (was %s)", model.version, previous.version if previous is not None else "none"
-            )
+            log.info("serving model v%s (was %s)", model.version, previous.version if previous is not None else "none")
             return True
 
     async def watch(self, interval_s: float, on_swap: Any = None) -> None:

@@ -52,7 +52,7 @@ class ScoreResponse(BaseModel):
         return cls(
             transaction_id=s.transaction.transaction_id,
             score=s.score,
-            decision=s.decision,  # type: ignore[arg-type]
+            decision=s.decision,
             reason_codes=[ReasonCode(**vars(r)) for r in s.reasons],
             model_version=s.model_version,
             raw_score=s.raw_score,
