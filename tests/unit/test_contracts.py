@@ -71,3 +71,48 @@ def test_label_type_must_match_verdict() -> None:
         FraudLabel(transaction_id="tx_1", is_fraud=True, label_time=when)
     with pytest.raises(ValidationError):
         FraudLabel(transaction_id="tx_1", is_fraud=False, fraud_type="bust_out", label_time=when)
+
+
+def test_table_validation_agrees_with_the_event_model_row_by_row() -> None:
+    """`validate_transactions_frame` (vectorised, for history files) accepts exactly what the model does."""
+    import numpy as np
+    import pandas as pd
+    from pydantic import ValidationError
+
+    from fraud.contracts import Transaction, validate_transactions_frame
+    from tests.factories import history
+
+    rows = history(n=200, seed=12).assign(event_time=lambda d: d.event_time.map(pd.Timestamp.isoformat))
+    rng = np.random.default_rng(1)
+    defects = [
+        ("asset", "DOGE"),
+        ("amount", -1.0),
+        ("amount", 0.0),
+        ("amount_usd", float("inf")),
+        ("event_time", "2026-01-01T00:00:00"),
+        ("event_time", "yesterday"),
+        ("country", "Germany"),
+        ("ip_address", "300.1.1.1"),
+        ("type", "transfer"),
+        ("channel", None),
+        ("user_id", None),
+    ]
+    rows = rows.astype(object)
+    for i in rng.choice(len(rows), 80, replace=False):
+        col, value = defects[i % len(defects)]
+        rows.at[i, col] = value
+    rows.loc[rows["type"] == "send", "destination_address"] = rows["destination_address"].where(
+        rng.random(len(rows)) > 0.2, None
+    )
+    good, rejected = validate_transactions_frame(rows)
+    accepted = set()
+    for record in rows.to_dict("records"):
+        clean = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in record.items()}
+        try:
+            Transaction.model_validate(clean)
+            accepted.add(record["transaction_id"])
+        except ValidationError:
+            pass
+    assert set(good["transaction_id"]) == accepted
+    assert len(good) + len(rejected) == len(rows)
+    assert rejected["error"].str.len().gt(0).all()

@@ -1,0 +1,219 @@
+"""The scorer's pure core, micro-batcher and model holder, on a small real LightGBM model."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+
+import lightgbm as lgb
+import numpy as np
+import pytest
+
+from feature_repo.repo import ALL_VIEWS
+from fraud import features as F
+from fraud.contracts import Transaction
+from services.scorer import core
+from services.scorer.batcher import MicroBatcher
+from services.scorer.model_holder import ModelHolder, ServedModel
+
+NAMES = F.model_feature_names()
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+class TinyBundle:
+    """The ModelBundle contract on a small booster: calibration sigmoid(a*m+b), review/decline thresholds."""
+
+    def __init__(self, version: str = "1", names: list[str] | None = None, seed: int = 0) -> None:
+        names = names or NAMES
+        rng = np.random.default_rng(seed)
+        X = rng.normal(size=(600, len(names)))
+        y = (X[:, names.index("amount_usd")] + X[:, names.index("new_device")] > 0.5).astype(int)
+        self.booster = lgb.train(
+            {"objective": "binary", "verbose": -1, "num_leaves": 7, "min_data_in_leaf": 5},
+            lgb.Dataset(X, y, feature_name=names),
+            num_boost_round=15,
+        )
+        self.feature_names = names
+        self.version = version
+        self.calibration = (0.9, -0.2)
+        self.thresholds = {"review": 0.3, "decline": 0.8}
+        self.run_id = f"run-{version}"
+
+    def margin(self, X: np.ndarray) -> np.ndarray:
+        return np.asarray(self.booster.predict(X, raw_score=True))
+
+    def contributions(self, X: np.ndarray) -> np.ndarray:
+        return np.asarray(self.booster.predict(X, pred_contrib=True))
+
+    def calibrate(self, margin: np.ndarray) -> np.ndarray:
+        a, b = self.calibration
+        return 1.0 / (1.0 + np.exp(-(a * margin + b)))
+
+    def proba(self, X: np.ndarray) -> np.ndarray:
+        return self.calibrate(self.margin(X))
+
+    def decide(self, p: np.ndarray) -> list[str]:
+        return [
+            "decline" if x >= self.thresholds["decline"] else "review" if x >= self.thresholds["review"] else "approve"
+            for x in p
+        ]
+
+
+def served(bundle: TinyBundle) -> ServedModel:
+    return ServedModel(bundle=bundle, version=bundle.version, feature_names=bundle.feature_names)
+
+
+def txn(i: int = 1, **kw: object) -> Transaction:
+    base: dict[str, object] = {
+        "transaction_id": f"tx{i}",
+        "event_time": T0,
+        "user_id": "u1",
+        "type": "send",
+        "asset": "BTC",
+        "amount": 0.5,
+        "amount_usd": 30_000.0,
+        "payment_method": "crypto",
+        "destination_address": "bc1qdest",
+        "device_id": "dev-A",
+        "ip_address": "192.0.2.1",
+        "country": "DE",
+        "channel": "web",
+    }
+    base.update(kw)
+    return Transaction.model_validate(base)
+
+
+def online_rows(txns: list[Transaction], known_user: bool = True) -> core.OnlineRows:
+    """Online values as the Feast edge returns them: a known user with some history, other entities absent."""
+    n = len(txns)
+    values: dict[str, list[object]] = {name: [None] * n for name in F.stored_feature_names()}
+    as_of: dict[str, list[datetime | None]] = {view: [None] * n for view in ALL_VIEWS}
+    if known_user:
+        values["txn_count_total"] = [12] * n
+        values["usd_mean_30d"] = [200.0] * n
+        values["usd_std_30d"] = [50.0] * n
+        values["balance_BTC"] = [1.0] * n
+        values["known_devices_30d"] = ["dev-B|dev-C"] * n
+        values["last_event_time"] = [T0 - timedelta(hours=2)] * n
+        values["signup_time"] = [T0 - timedelta(days=400)] * n
+        values["kyc_tier"] = [2] * n
+        as_of["user_activity"] = [T0 - timedelta(hours=2)] * n
+        as_of["account"] = [T0 - timedelta(days=400)] * n
+    return core.OnlineRows(values=values, as_of=as_of)
+
+
+def test_every_model_feature_has_plain_words() -> None:
+    for name in NAMES:
+        words = core.describe(name)
+        assert words and "_" not in words, name
+    assert core.describe("new_device") == "new device for this user"
+    assert core.describe("device_fraud_rate_30d") == "share of this device's transactions confirmed as fraud in the last 30 days"
+    assert core.describe("send_count_1h") == "the user's number of sends in the last hour"
+    assert core.describe("balance_ETH") == "the user's ETH balance"
+
+
+def test_reasons_and_base_value_sum_to_the_raw_score() -> None:
+    bundle = TinyBundle()
+    txns = [txn(1), txn(2, amount_usd=5.0), txn(3, device_id="dev-B")]
+    results = core.score_batch(served(bundle), txns, online_rows(txns), top_k=3)
+    X = core.model_inputs(txns, online_rows(txns)).to_numpy()
+    raw = bundle.margin(X)
+    for r, m, p in zip(results, raw, bundle.proba(X), strict=True):
+        assert r.raw_score == pytest.approx(m, abs=1e-9)
+        assert r.base_value + sum(x.contribution for x in r.reasons) + r.other_contribution == pytest.approx(m, abs=1e-9)
+        assert r.score == pytest.approx(p, abs=1e-12)
+        assert r.decision == bundle.decide(np.array([p]))[0]
+        contribs = [x.contribution for x in r.reasons]
+        assert contribs == sorted(contribs, reverse=True) and all(c > 0 for c in contribs) and len(contribs) <= 3
+        assert all(x.description == core.describe(x.code) for x in r.reasons)
+        assert r.model_version == "1" and not r.degraded
+
+
+def test_request_features_come_from_the_shared_feature_code() -> None:
+    txns = [txn(1), txn(2, device_id="dev-B", asset="ETH", type="buy", payment_method="card", destination_address=None)]
+    X = core.model_inputs(txns, online_rows(txns)).set_index(np.array(["tx1", "tx2"]))
+    assert list(X.columns) == NAMES
+    assert X.loc["tx1", "new_device"] == 1 and X.loc["tx2", "new_device"] == 0  # dev-B is known to the user
+    assert X.loc["tx1", "seconds_since_prev_txn"] == pytest.approx(7200.0)
+    assert X.loc["tx1", "amount_z_30d"] == pytest.approx((30_000.0 - 200.0) / 50.0)
+    assert X.loc["tx1", "balance_share_leaving"] == pytest.approx(0.5)
+    assert np.isnan(X.loc["tx1", "device_txn_count_24h"])  # no device row: missing, not zero
+
+
+def test_missing_groups_and_freshness() -> None:
+    txns = [txn(1), txn(2, type="buy", payment_method="card", destination_address=None)]
+    results = core.score_batch(served(TinyBundle()), txns, online_rows(txns))
+    assert set(results[0].missing) == {"address_activity", "address_list", "device_activity", "ip_activity"}
+    assert set(results[1].missing) == {"device_activity", "ip_activity"}  # no address: address views do not apply
+    fresh = results[0].freshness["user_activity"]
+    assert fresh.age_seconds == pytest.approx(7200.0) and fresh.as_of == T0 - timedelta(hours=2)
+    unknown = core.score_batch(served(TinyBundle()), txns[:1], online_rows(txns[:1], known_user=False))[0]
+    assert "user_activity" in unknown.missing and "account" in unknown.missing
+
+
+def test_store_down_scores_from_request_features_and_says_so() -> None:
+    txns = [txn(1)]
+    result = core.score_batch(served(TinyBundle()), txns, core.OnlineRows.unavailable(1))[0]
+    assert result.degraded
+    assert set(result.missing) == set(ALL_VIEWS)
+    assert 0.0 <= result.score <= 1.0 and result.freshness == {}
+
+
+def test_audit_record_is_plain_json() -> None:
+    txns = [txn(1)]
+    result = core.score_batch(served(TinyBundle(version="7")), txns, online_rows(txns))[0]
+    record = core.audit_record(result, NAMES, T0)
+    decoded = json.loads(json.dumps(record, allow_nan=False))
+    assert decoded["model_version"] == "7" and decoded["transaction"]["transaction_id"] == "tx1"
+    assert decoded["features"]["device_txn_count_24h"] is None and decoded["features"]["new_device"] == 1.0
+    assert set(decoded) >= {"score", "decision", "reason_codes", "degraded", "missing_features"}
+
+
+def test_micro_batcher_routes_results_and_isolates_a_failing_request() -> None:
+    sizes: list[int] = []
+
+    def process(items: list[int]) -> list[int]:
+        if -1 in items:
+            raise ValueError("bad item")
+        return [x * 10 for x in items]
+
+    async def run() -> list[object]:
+        batcher: MicroBatcher[int, int] = MicroBatcher(process, max_rows=8, on_batch=sizes.append)
+        batcher.start()
+        calls = [batcher.submit([i, i + 1]) for i in range(0, 20, 2)] + [batcher.submit([-1])]
+        out = await asyncio.gather(*calls, return_exceptions=True)
+        await batcher.stop()
+        return out
+
+    out = asyncio.run(run())
+    assert out[:10] == [[i * 10, (i + 1) * 10] for i in range(0, 20, 2)]
+    assert isinstance(out[10], ValueError)
+    assert max(sizes) <= 8 and sum(sizes) == 20  # batched, bounded, nothing scored twice
+
+
+class FakeSource:
+    def __init__(self) -> None:
+        self.version: str | None = None
+        self.bundles: dict[str, TinyBundle] = {}
+
+    def champion_version(self) -> str | None:
+        return self.version
+
+    def load(self) -> ServedModel:
+        assert self.version is not None
+        return served(self.bundles[self.version])
+
+
+def test_model_holder_swaps_only_to_a_model_with_the_served_feature_list() -> None:
+    source = FakeSource()
+    holder = ModelHolder(source, NAMES)
+    assert not holder.refresh() and holder.current is None  # no champion yet: not ready
+    source.bundles = {"1": TinyBundle("1"), "2": TinyBundle("2", names=[*NAMES[:-1], "other"]), "3": TinyBundle("3")}
+    source.version = "1"
+    assert holder.refresh() and holder.current is not None and holder.current.version == "1"
+    assert not holder.refresh()  # unchanged
+    source.version = "2"
+    assert not holder.refresh() and holder.current.version == "1"  # wrong features: refused, v1 keeps serving
+    source.version = "3"
+    assert holder.refresh() and holder.current.version == "3"
