@@ -131,7 +131,8 @@ class _Ranker:
 
     @classmethod
     def of(cls, *arrays: np.ndarray) -> _Ranker:
-        return cls(np.unique(np.concatenate([a.astype(np.int64) for a in arrays])))
+        values = np.sort(np.concatenate([a.astype(np.int64) for a in arrays]))  # sort + dedupe beats np.unique
+        return cls(values[np.r_[True, values[1:] != values[:-1]]] if len(values) else values)
 
     def __call__(self, a: np.ndarray) -> np.ndarray:
         return np.searchsorted(self.values, a).astype(np.int64)
@@ -191,24 +192,40 @@ def _window_distinct(g: np.ndarray, t: np.ndarray, v: np.ndarray, width: int, pr
 
 
 def _known_sets(g: np.ndarray, t: np.ndarray, values: np.ndarray, width: int) -> list[str]:
-    """Per row (sorted by g, t, order): the group's distinct values in its window, most recent last."""
+    """Per row (sorted by g, t, order): the group's distinct values in its window, sorted, joined by SEP.
+
+    At most KNOWN_CAP values are kept (the most recently seen). The text is rebuilt only when the
+    membership changes, which is rare: most events reuse a known device, IP, country or address.
+    """
     n = len(t)
     out: list[str] = [""] * n
-    last_seen: dict[object, int] = {}
+    last_seen: dict[str, int] = {}
+    text = ""
+    tl = t.tolist()
+    gl = g.tolist()
     for i in range(n):
-        if i == 0 or g[i] != g[i - 1]:
+        changed = False
+        if i == 0 or gl[i] != gl[i - 1]:
             last_seen = {}
+            changed = True
         v = values[i]
         if v is not None and v == v:  # skip None and NaN
-            last_seen.pop(v, None)
-            last_seen[v] = t[i]
-        cutoff = t[i] - width
-        for k in [k for k, seen in last_seen.items() if seen <= cutoff]:
-            del last_seen[k]
-        if len(last_seen) > KNOWN_CAP:
-            for k in list(last_seen)[: len(last_seen) - KNOWN_CAP]:
+            key = str(v)
+            if key not in last_seen:
+                changed = True
+            last_seen[key] = tl[i]
+        cutoff = tl[i] - width
+        if last_seen and min(last_seen.values()) <= cutoff:
+            for k in [k for k, seen in last_seen.items() if seen <= cutoff]:
                 del last_seen[k]
-        out[i] = SEP.join(str(k) for k in last_seen)
+            changed = True
+        if len(last_seen) > KNOWN_CAP:
+            for k in sorted(last_seen, key=last_seen.__getitem__)[: len(last_seen) - KNOWN_CAP]:
+                del last_seen[k]
+            changed = True
+        if changed:
+            text = SEP.join(sorted(last_seen))
+        out[i] = text
     return out
 
 

@@ -55,6 +55,7 @@ class Demo:
     console: Console = field(default_factory=Console)
     started: dict[str, int] = field(default_factory=dict)
     traffic: Any = None
+    owns_broker: bool = False
 
     @property
     def url(self) -> str:
@@ -109,9 +110,12 @@ class Demo:
             start_new_session=True,
         )
         self.started[name] = proc.pid
-        self.pid_file.parent.mkdir(parents=True, exist_ok=True)
-        self.pid_file.write_text(json.dumps(self.started))
+        self.save_pids()
         self.console.print(f"[green]✓[/] started {name} [dim](pid {proc.pid}, log {log_path})[/]")
+
+    def save_pids(self) -> None:
+        self.pid_file.parent.mkdir(parents=True, exist_ok=True)
+        self.pid_file.write_text(json.dumps({"services": self.started, "owns_broker": self.owns_broker}))
 
     def wait_for(self, what: str, check: Callable[[], bool], timeout: float, log_name: str) -> None:
         deadline = time.monotonic() + timeout
@@ -122,8 +126,10 @@ class Demo:
                 time.sleep(0.5)
 
     def stop_all(self) -> None:
-        """Stop the services this demo started (from the pid file), then the broker."""
-        pids = json.loads(self.pid_file.read_text()) if self.pid_file.exists() else self.started
+        """Stop the services this demo started (from the pid file), then the broker if it started it."""
+        saved = json.loads(self.pid_file.read_text()) if self.pid_file.exists() else {}
+        pids: dict[str, int] = saved.get("services", self.started)
+        owns_broker = saved.get("owns_broker", self.owns_broker)
         for name, pid in pids.items():
             try:
                 os.killpg(pid, signal.SIGTERM)
@@ -143,7 +149,8 @@ class Demo:
                     os.killpg(pid, signal.SIGKILL)
         if self.pid_file.exists():
             self.pid_file.unlink()
-        subprocess.run([str(BROKER), "stop"], check=False)
+        if owns_broker:  # a broker that ran before the demo (e.g. for the tests) stays up
+            subprocess.run([str(BROKER), "stop"], check=False)
 
 
 def run(cfg: DemoConfig, steps: list[Callable[[Demo], Any]]) -> Demo:
@@ -165,7 +172,10 @@ def default_steps() -> list[Callable[[Demo], Any]]:
     """The demo's story, step by step."""
 
     def broker(d: Demo) -> None:
+        running = subprocess.run([str(BROKER), "status"], capture_output=True, check=False).returncode == 0
         d.step("Kafka broker", [str(BROKER), "start"], timeout=600)
+        d.owns_broker = not running
+        d.save_pids()
         d.step("Kafka topics", d.fraud("topics"))
 
     def history(d: Demo) -> None:
