@@ -36,6 +36,8 @@ class ValidationSummary:
     failures: list[Failure] = field(default_factory=list)
     docs_path: Path | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    result: Any = field(default=None, repr=False)  # the GX validation result (for Data Docs)
+    suite_object: Any = field(default=None, repr=False)  # the GX suite it ran
 
     def report(self) -> str:
         """A short multi-line report."""
@@ -70,6 +72,15 @@ def _observed(result: dict[str, Any]) -> str:
     return ", ".join(parts) or "failed"
 
 
+def _columns(kwargs: dict[str, Any]) -> str | None:
+    """The column an expectation checks, or its pair as "A,B"."""
+    if "column" in kwargs:
+        return str(kwargs["column"])
+    if "column_A" in kwargs:
+        return f"{kwargs['column_A']},{kwargs['column_B']}"
+    return None
+
+
 def _definition(suite_name: str, suite_params: dict[str, Any]) -> tuple[Any, Any]:
     """A GX context and validation definition for a suite; cached, since building them costs ~1 s."""
     key = (suite_name, repr(sorted(suite_params.items())))
@@ -101,53 +112,44 @@ def _definition(suite_name: str, suite_params: dict[str, Any]) -> tuple[Any, Any
 _DEFINITIONS: dict[tuple[str, str], tuple[Any, Any]] = {}
 
 
-def validate(df: pd.DataFrame, suite_name: str, docs_dir: Path | None = None, **suite_params: Any) -> ValidationSummary:
-    """Validate `df` against the named suite (built with `suite_params`); optionally write Data Docs."""
-    context, definition = _definition(suite_name, suite_params)
+def validate(
+    df: pd.DataFrame,
+    suite_name: str,
+    docs_dir: Path | None = None,
+    docs_run: str = "validate",
+    docs_batch: str | None = None,
+    **suite_params: Any,
+) -> ValidationSummary:
+    """Validate `df` against the named suite (built with `suite_params`); optionally publish to Data Docs.
+
+    With `docs_dir` the result joins the Data Docs site there (`data_quality.docs.publish`) as a run
+    named `docs_run`; `docs_path` is then the result's page.
+    """
+    _, definition = _definition(suite_name, suite_params)
     result = definition.run(batch_parameters={"dataframe": df}, result_format="SUMMARY")
     raw = result.to_json_dict()
     failures = [
         Failure(
             expectation=r["expectation_config"]["type"],
-            column=r["expectation_config"].get("kwargs", {}).get("column"),
+            column=_columns(r["expectation_config"].get("kwargs", {})),
             observed=_observed(r),
         )
         for r in raw["results"]
         if not r["success"]
     ]
-    docs_path = _write_docs(context, definition, df, docs_dir) if docs_dir else None
     summary = ValidationSummary(
         suite=suite_name,
         success=bool(raw["success"]),
         rows=len(df),
         evaluated=len(raw["results"]),
         failures=failures,
-        docs_path=docs_path,
         raw=raw,
+        result=result,
+        suite_object=definition.suite,
     )
+    if docs_dir is not None:
+        from data_quality.docs import publish
+
+        summary.docs_path = publish(summary, docs_dir, run_name=docs_run, batch=docs_batch)
     log.info("data quality %s: %s", suite_name, "passed" if summary.success else f"{len(failures)} failed")
     return summary
-
-
-def _write_docs(context: Any, definition: Any, df: pd.DataFrame, docs_dir: Path) -> Path:
-    """Run the validation through a checkpoint that builds Data Docs into `docs_dir`; return index.html."""
-    import great_expectations as gx
-
-    site = f"site_{definition.name}"
-    context.add_data_docs_site(
-        site_name=site,
-        site_config={
-            "class_name": "SiteBuilder",
-            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
-            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-        },
-    )
-    checkpoint = context.checkpoints.add(
-        gx.Checkpoint(
-            name=f"{definition.name}_checkpoint",
-            validation_definitions=[definition],
-            actions=[gx.checkpoint.UpdateDataDocsAction(name="docs", site_names=[site])],
-        )
-    )
-    checkpoint.run(batch_parameters={"dataframe": df})
-    return docs_dir / "index.html"

@@ -246,6 +246,219 @@ def demo(
         raise typer.Exit(130) from exc
 
 
+@app.command("validate")
+def validate_cmd(
+    stage: str = typer.Argument(
+        ...,
+        help="raw_transactions, raw_labels, ingest_batch, training_set, features (user/address/device/ip_features), "
+        "scoring_traffic",
+    ),
+    data: Path = typer.Option(..., help="the file: Parquet (or a folder of parts), CSV, or JSON lines of fraud-scores"),
+    docs: bool = typer.Option(True, help="publish the result to the Data Docs site under <data_dir>/data_docs"),
+    param: list[str] = typer.Option([], help="suite parameter key=value (repeatable), e.g. min_rows=1000"),
+    transactions: Path | None = typer.Option(None, help="raw_labels: transactions file to take event_time from"),
+) -> None:
+    """Run a stage's Great Expectations suite on a file; exit 1 if it fails (2 if the input is unusable)."""
+    from data_quality.docs import docs_dir_for, index
+    from data_quality.files import parse_params, validate_file
+
+    settings = CommonSettings()
+    _logging(settings)
+    docs_dir = docs_dir_for(settings.data_dir) if docs else None
+    try:
+        summary = validate_file(stage, data, docs_dir, parse_params(param), transactions)
+    except (FileNotFoundError, ValueError, KeyError) as exc:
+        typer.secho(f"cannot validate: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from exc
+    typer.secho(summary.report(), fg="green" if summary.success else "red")
+    if docs_dir is not None:
+        typer.echo(f"data docs: {summary.docs_path}\nsite: {index(docs_dir)}")
+    if not summary.success:
+        raise typer.Exit(1)
+
+
+@app.command()
+def monitor(
+    once: bool = typer.Option(False, help="check one window and exit (default: every interval until stopped)"),
+    reference: Path | None = typer.Option(None, help="drift reference JSON or training-set Parquet/CSV"),
+    window: int | None = typer.Option(None, help="window: the last N scored transactions"),
+    minutes: float | None = typer.Option(None, help="window: only the last T minutes"),
+) -> None:
+    """Drift monitoring: PSI of scoring traffic vs the champion's training data; HTML report and Prometheus gauges."""
+    from fraud.settings import MonitorSettings
+    from services.monitor import main as run
+
+    overrides: dict[str, Any] = {
+        "monitor_reference_path": reference,
+        "monitor_window_records": window,
+        "monitor_window_minutes": minutes,
+    }
+    settings = MonitorSettings(**{k: v for k, v in overrides.items() if v is not None})
+    _logging(settings)
+    outcome = run(settings, once=once)
+    if once:
+        if outcome is None:
+            typer.secho("no window checked (no reference or no traffic yet)", fg="yellow", err=True)
+            raise typer.Exit(2)
+        alerts = outcome.result.alerts
+        typer.secho(f"{len(alerts)} alert(s)" if alerts else "no drift alert", fg="red" if alerts else "green")
+        for line in alerts:
+            typer.echo(f"  - {line}")
+        typer.echo(f"report: {outcome.report}")
+        if outcome.validation_page:
+            typer.echo(f"data docs: {outcome.validation_page}")
+
+
+def _train_settings() -> Any:
+    from fraud.settings import TrainSettings
+
+    settings = TrainSettings()
+    _logging(settings)
+    return settings
+
+
+@app.command()
+def train(
+    train_start: datetime | None = typer.Option(None, formats=["%Y-%m-%d"], help="first training day (UTC)"),
+    train_end: datetime | None = typer.Option(None, formats=["%Y-%m-%d"], help="end of training (exclusive)"),
+    test_start: datetime | None = typer.Option(None, formats=["%Y-%m-%d"], help="first test day (model build day)"),
+    test_end: datetime | None = typer.Option(None, formats=["%Y-%m-%d"], help="end of the test period (exclusive)"),
+    gap_days: float | None = typer.Option(None, help="label-delay gap before validation and test (default 7)"),
+    cutoff: datetime | None = typer.Option(None, formats=["%Y-%m-%d"], help="labels known at (default: latest)"),
+    tune: bool = typer.Option(False, help="Optuna search within FRAUD_TRAIN_TUNE_SECONDS"),
+    report: Path | None = typer.Option(None, help="write the test metrics and the gate's verdict as JSON"),
+    model_card: Path | None = typer.Option(None, help="also write the model card here (e.g. docs/MODEL_CARD.md)"),
+) -> None:
+    """Train on point-in-time features, evaluate against baselines, log to MLflow, register and gate."""
+    from pipelines.train import DataQualityError, TrainOptions, run
+
+    settings = _train_settings()
+    if gap_days is not None:
+        settings.train_gap_days = gap_days
+    options = TrainOptions(
+        train_start=train_start,
+        train_end=train_end,
+        test_start=test_start,
+        test_end=test_end,
+        cutoff=cutoff,
+        tune=tune,
+        report=report,
+        model_card=model_card,
+        progress=True,
+    )
+    try:
+        result = run(settings, options)
+    except DataQualityError as exc:
+        typer.secho("training set failed its data-quality suite; no model trained:", fg="red", err=True)
+        typer.secho(str(exc), fg="red", err=True)
+        raise typer.Exit(1) from exc
+    except ValueError as exc:
+        typer.secho(f"train failed: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from exc
+    split = result.split.describe()
+    typer.echo(
+        f"split: train {split['train_start'][:10]}..{split['train_end'][:10]}, "
+        f"valid {split['valid_start'][:10]}..{split['valid_end'][:10]}, "
+        f"test {split['test_start'][:10]}..{split['test_end'][:10]}"
+    )
+    typer.echo(f"rows: {result.rows}")
+    typer.echo(f"{'scorer':<10} {'AP':>7} {'ROC-AUC':>8} {'R@1%FPR':>8} {'cost/1k':>9}")
+    for name, m in result.metrics.items():
+        typer.echo(
+            f"{name:<10} {m['average_precision']:>7.4f} {m['roc_auc']:>8.4f} "
+            f"{m['recall_at_1pct_fpr']:>8.3f} {m['cost']['per_1k_txns']:>9.0f}"
+        )
+    typer.echo(
+        "recall by fraud type (model): "
+        + ", ".join(f"{k} {v:.2f}" for k, v in result.metrics["model"]["recall_by_fraud_type"].items() if v is not None)
+    )
+    typer.echo(f"thresholds: review {result.thresholds.review:.4f}, decline {result.thresholds.decline:.4f}")
+    verdict = "champion" if result.promoted else "challenger"
+    typer.echo(f"registered v{result.version} as {verdict}: {result.gate_reason} (run {result.run_id})")
+    typer.echo("timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in result.seconds.items()))
+
+
+@app.command()
+def models() -> None:
+    """List the registered versions of the model with their aliases, gate verdicts and test metrics."""
+    from models import registry
+
+    settings = _train_settings()
+    rows = registry.list_versions(registry.client(settings.tracking_uri), settings.train_model_name)
+    if not rows:
+        typer.echo(f"no versions of {settings.train_model_name} in {settings.tracking_uri}")
+        return
+    typer.echo(f"{'version':>7}  {'aliases':<22} {'gate':<8} {'test AP':>8} {'ROC-AUC':>8} {'R@1%FPR':>8}  test from")
+
+    def fmt(x: Any) -> str:
+        return "-" if x is None else f"{x:.4f}"
+
+    for r in rows:
+        typer.echo(
+            f"{r['version']:>7}  {','.join(r['aliases']) or '-':<22} {r['gate'] or '-':<8} "
+            f"{fmt(r['test_ap']):>8} {fmt(r['test_roc_auc']):>8} {fmt(r['test_recall_at_1pct_fpr']):>8}  "
+            f"{(r['test_start'] or '-')[:10]}"
+        )
+
+
+@app.command()
+def promote(
+    version: str = typer.Argument(..., help="model version to make the champion"),
+    force: bool = typer.Option(False, help="even if its training data failed the quality suite"),
+) -> None:
+    """Point the `champion` alias at VERSION (an explicit decision; the previous champion is remembered)."""
+    from mlflow.exceptions import MlflowException
+
+    from models import registry
+
+    settings = _train_settings()
+    try:
+        previous = registry.promote(registry.client(settings.tracking_uri), version, settings.train_model_name, force)
+    except (ValueError, MlflowException) as exc:
+        typer.secho(f"promote failed: {exc}", fg="red", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"{settings.train_model_name}@champion: v{previous or '-'} -> v{version}")
+
+
+@app.command()
+def rollback() -> None:
+    """Point `champion` back at the previous champion."""
+    from mlflow.exceptions import MlflowException
+
+    from models import registry
+
+    settings = _train_settings()
+    try:
+        old, new = registry.rollback(registry.client(settings.tracking_uri), settings.train_model_name)
+    except (ValueError, MlflowException) as exc:
+        typer.secho(f"rollback failed: {exc}", fg="red", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"{settings.train_model_name}@champion: v{old} -> v{new}")
+
+
+@app.command()
+def backtest(
+    transactions: Path = typer.Option(..., help="transactions to score (Parquet or CSV, canonical schema)"),
+    out: Path = typer.Option(..., help="output file: .parquet or .csv"),
+    model_version: str | None = typer.Option(None, help="registered version (default: the champion)"),
+) -> None:
+    """Score historical transactions with point-in-time features; write transaction_id, score, decision."""
+    from rich.console import Console
+
+    from pipelines.backtest import backtest as run
+
+    settings = _train_settings()
+    try:
+        with Console(stderr=True).status("scoring with point-in-time features..."):
+            report = run(settings, transactions, out, model_version)
+    except (FileNotFoundError, ValueError) as exc:
+        typer.secho(f"backtest failed: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(f"scored {report.rows:,} transactions with v{report.version} ({report.rejected} rejected)")
+    typer.echo(f"decisions: {report.decisions}")
+    typer.echo(f"wrote {report.out}")
+
+
 def main() -> None:
     app()
 

@@ -6,6 +6,7 @@ Compose sets the same variables to its containers' host names.
 
 from __future__ import annotations
 
+import json
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Literal
@@ -98,8 +99,14 @@ class IngestSettings(FeatureStoreSettings):
         24.0 * 365 * 3, description="a batch with events older than this (or >1h in the future) is quarantined"
     )
     ingest_metrics_port: int = Field(0, description="Prometheus port on 127.0.0.1 (0: no metrics server)")
+    ingest_metrics_public: bool = Field(
+        False, description="serve metrics on all interfaces (containers), not 127.0.0.1"
+    )
     ingest_idle_exit_seconds: float = Field(0.0, description="stop after this long without events (0: never)")
     ingest_validate_batches: bool = True
+    ingest_data_docs_every: int = Field(
+        100, ge=0, description="Data Docs: publish the first batch check, every Nth and every failure (0: none)"
+    )
 
 
 class ScorerSettings(FeatureStoreSettings):
@@ -112,7 +119,7 @@ class ScorerSettings(FeatureStoreSettings):
     scorer_port: int = Field(8000, ge=1, le=65535)
     scorer_workers: int = Field(2, ge=1, description="uvicorn worker processes (one per core)")
     scorer_api_keys: Annotated[list[SecretStr], NoDecode] = Field(
-        default_factory=list, description="accepted X-API-Key values, comma-separated"
+        default_factory=list, description="accepted X-API-Key values, comma-separated (or a JSON list)"
     )
     scorer_model_name: str = "crypto-fraud-detector"
     scorer_model_alias: str = "champion"
@@ -137,6 +144,8 @@ class ScorerSettings(FeatureStoreSettings):
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):
+            if value.strip().startswith("["):
+                return json.loads(value)  # a JSON list works too
             return [k.strip() for k in value.split(",") if k.strip()]
         return value
 
@@ -155,3 +164,73 @@ class TrafficSettings(CommonSettings):
     traffic_users: int = Field(300, ge=10)
     traffic_seed: int = 123
     traffic_duration_s: float = Field(0.0, ge=0.0, description="stop after this long (0: run until stopped)")
+
+
+class MonitorSettings(CommonSettings):
+    """`fraud monitor`: drift of scoring traffic (`fraud-scores`) against the champion's training data."""
+
+    mlflow_tracking_uri: str | None = Field(None, description="MLflow URI (default: SQLite under data_dir)")
+    monitor_topic: str = TOPIC_SCORES
+    monitor_model_name: str = "crypto-fraud-detector"
+    monitor_model_alias: str = "champion"
+    monitor_reference_path: Path | None = Field(
+        None, description="drift reference JSON or a training-set Parquet/CSV (default: the champion's MLflow run)"
+    )
+    monitor_window_records: int = Field(5000, ge=1, description="window: at most the last N scored transactions")
+    monitor_window_minutes: float = Field(0.0, ge=0.0, description="window: only the last T minutes (0: no limit)")
+    monitor_interval_seconds: float = Field(300.0, gt=0, description="time between windows when running")
+    monitor_read_timeout_seconds: float = Field(30.0, gt=0)
+    monitor_psi_threshold: float = Field(0.2, gt=0, description="feature PSI above this is an alert")
+    monitor_score_psi_threshold: float = Field(0.2, gt=0, description="score PSI above this is an alert")
+    monitor_rate_abs_tolerance: float = Field(0.01, ge=0, description="decision-rate move allowed (absolute)")
+    monitor_rate_rel_tolerance: float = Field(1.0, ge=0, description="decision-rate move allowed (share of val.)")
+    monitor_max_missing_rate: float = Field(0.1, ge=0, le=1, description="share of rows with a missing view")
+    monitor_max_degraded_rate: float = Field(0.05, ge=0, le=1, description="share scored without online store")
+    monitor_min_rows: int = Field(200, ge=1, description="fewer rows: report, but raise no drift alert")
+    monitor_metrics_host: str = "127.0.0.1"
+    monitor_metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus port (0: no metrics server)")
+    monitor_data_docs: bool = Field(True, description="validate each window with scoring_traffic into Data Docs")
+
+    @property
+    def tracking_uri(self) -> str:
+        """The MLflow URI; the local default is a SQLite file under data_dir."""
+        return self.mlflow_tracking_uri or f"sqlite:///{(self.data_dir / 'mlflow' / 'mlflow.db').resolve()}"
+
+    @property
+    def reports_dir(self) -> Path:
+        """Where drift reports go."""
+        return self.data_dir / "reports"
+
+
+class TrainSettings(FeatureStoreSettings):
+    """`fraud train`, `fraud models`, `fraud promote`, `fraud rollback`, `fraud backtest` (FRAUD_TRAIN_*)."""
+
+    mlflow_tracking_uri: str | None = Field(None, description="MLflow URI (default: SQLite under data_dir)")
+    train_experiment: str = "crypto-fraud-detection"
+    train_model_name: str = "crypto-fraud-detector"
+    train_gap_days: float = Field(7.0, ge=0, description="label-delay gap before validation and before test")
+    train_warmup_days: float = Field(7.0, ge=0, description="first days skipped: feature windows still filling")
+    train_test_days: float | None = Field(None, gt=0, description="test period length (default: 20% of the span)")
+    train_valid_days: float | None = Field(None, gt=0, description="validation length (default: 20% of the span)")
+    train_seed: int = 7
+    train_tune_seconds: float = Field(300.0, gt=0, description="--tune: Optuna time budget")
+    train_review_cost: float = Field(5.0, ge=0, description="USD per analyst review")
+    train_decline_cost: float = Field(30.0, ge=0, description="USD of friction per declined legitimate transaction")
+    train_max_review_rate: float = Field(0.01, gt=0, le=1, description="analyst capacity: share of traffic")
+    train_min_fraud_rate: float = Field(0.001, ge=0, description="training_set suite: label rate bounds")
+    train_max_fraud_rate: float = Field(0.2, le=1)
+
+    @property
+    def tracking_uri(self) -> str:
+        """The MLflow URI; the local default is a SQLite file under data_dir."""
+        return self.mlflow_tracking_uri or f"sqlite:///{(self.data_dir / 'mlflow' / 'mlflow.db').resolve()}"
+
+    @property
+    def artifact_root(self) -> Path:
+        """Where the embedded store keeps run artifacts (a tracking server keeps its own)."""
+        return self.data_dir / "mlflow" / "artifacts"
+
+    @property
+    def training_dir(self) -> Path:
+        """Local outputs of the last training run (plots, reports, data-quality results)."""
+        return self.data_dir / "training"

@@ -68,8 +68,16 @@ def validate_history(history: History, fraud_rate: float, docs_dir: Path | None 
     )
     lo, hi = fraud_rate_bounds(fraud_rate, len(labels))
     summaries = [
-        validate(transactions, "raw_transactions", docs_dir=docs_dir),
-        validate(labels, "raw_labels", docs_dir=docs_dir, min_fraud_rate=lo, max_fraud_rate=hi),
+        validate(transactions, "raw_transactions", docs_dir=docs_dir, docs_run="simulator", docs_batch="transactions"),
+        validate(
+            labels,
+            "raw_labels",
+            docs_dir=docs_dir,
+            docs_run="simulator",
+            docs_batch="labels",
+            min_fraud_rate=lo,
+            max_fraud_rate=hi,
+        ),
     ]
     report = [s.report() for s in summaries]
     if not all(s.success for s in summaries):
@@ -102,7 +110,7 @@ def run(settings: SimulatorSettings, to: Target, progress: bool = False) -> Simu
     seconds["generate"] = time.perf_counter() - t
     t = time.perf_counter()
     warm_up.join()
-    docs = settings.data_dir / "data_docs" / "simulator" if settings.sim_data_docs else None
+    docs = settings.data_dir / "data_docs" if settings.sim_data_docs else None
     validation = validate_history(history, cfg.fraud_rate, docs)
     seconds["validate"] = time.perf_counter() - t
     labels = history.labels.column("is_fraud").to_numpy(zero_copy_only=False)

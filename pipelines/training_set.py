@@ -6,6 +6,7 @@ the same instant stay invisible. Two quirks of Feast's file offline store are ha
 an entity row whose entity only has *later* feature rows (instead of returning nulls), and it merges
 entity rows that share keys and timestamp. So each view is retrieved on its own, for the distinct
 (key, timestamp) pairs, and joined back with a left join: no prior row means missing, never dropped.
+Entities with no row at all are not sent to Feast (its dask join fails on them): they are missing.
 
 Feast's file store joins every entity row with every feature row of its key (quadratic per key): past
 about `FEAST_MAX_ROWS` transactions it runs out of memory on two cores. Larger sets take `as_of_join`,
@@ -64,6 +65,8 @@ def feast_join(store: FeatureStore, txns: pd.DataFrame) -> pd.DataFrame:
     for view, (entity, names) in ALL_VIEWS.items():
         key = entity.join_key
         wanted = base.loc[base[key].notna(), [key, LOOKUP_TS]].drop_duplicates()
+        # an entity with no row at all is missing by definition; asking Feast about it crashes its dask join
+        wanted = wanted[wanted[key].isin(_stored_keys(store, view, key))]
         if wanted.empty:
             for name in names:
                 out[name] = pd.Series(pd.NA, index=txns.index)
@@ -79,10 +82,18 @@ def feast_join(store: FeatureStore, txns: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out, index=txns.index)
 
 
+def _stored_keys(store: FeatureStore, view: str, key: str) -> set[str]:
+    """Every entity key with at least one row in a view's offline source."""
+    keys: set[str] = set()
+    for part in _offline_parts(store, view):
+        keys.update(pq.read_table(part, columns=[key]).column(key).drop_null().to_pylist())
+    return keys
+
+
 def _offline_parts(store: FeatureStore, view: str) -> list[Path]:
     """The Parquet part files the store's view reads (its batch source folder), in write order."""
     source = store.get_feature_view(view).batch_source
-    folder = Path(source.path)  # type: ignore[attr-defined]
+    folder = Path(getattr(source, "path", ""))
     return sorted(folder.glob("*.parquet")) if folder.is_dir() else [folder]
 
 
@@ -90,41 +101,33 @@ def as_of_join(store: FeatureStore, txns: pd.DataFrame) -> pd.DataFrame:
     """`stored_features_before` as a pandas as-of join over the views' offline Parquet folders."""
     base = _lookups(txns)
     lookup_us = base[LOOKUP_TS].astype("datetime64[us, UTC]").astype("int64").to_numpy()
-    columns: dict[str, Any] = {}
+    frames: list[pd.DataFrame] = []
     for view, (entity, names) in ALL_VIEWS.items():
         key = entity.join_key
         ttl_us = int(store.get_feature_view(view).ttl.total_seconds() * 1_000_000)  # type: ignore[union-attr]
         parts = _offline_parts(store, view)
         table = pa.concat_tables(
             [pq.read_table(p, columns=[key, "event_timestamp", *names]) for p in parts], promote_options="default"
-        )
-        rows = pd.DataFrame(
-            {
-                "_key": table.column(key).to_pandas(),
-                "_ts": table.column("event_timestamp").cast(pa.timestamp("us", "UTC")).cast(pa.int64()).to_numpy(),
-                "_row": np.arange(table.num_rows, dtype=np.int64),
-            }
-        )
+        ).combine_chunks()
+        stamp = table.column("event_timestamp").cast(pa.timestamp("us", "UTC")).cast(pa.int64()).to_numpy()
+        rows = pd.DataFrame({"_key": table.column(key).to_pandas(), "_ts": stamp, "_row": np.arange(len(stamp))})
         rows = rows[rows["_key"].notna()].sort_values("_ts", kind="stable")  # ties keep storage order
         left = pd.DataFrame({"_key": base[key].to_numpy(), "_ts": lookup_us, "_pos": np.arange(len(base))})
         left = left[left["_key"].notna()].sort_values("_ts", kind="stable")
         hit = np.full(len(base), -1, dtype=np.int64)
         if len(left) and len(rows):
             joined = pd.merge_asof(left, rows, on="_ts", by="_key", direction="backward", allow_exact_matches=True)
-            found = joined["_row"].notna().to_numpy()
             row = joined["_row"].fillna(-1).to_numpy(dtype=np.int64)
-            stamp = table.column("event_timestamp").cast(pa.timestamp("us", "UTC")).cast(pa.int64()).to_numpy()
-            within = found & (stamp[np.maximum(row, 0)] >= joined["_ts"].to_numpy() - ttl_us)
+            within = (row >= 0) & (stamp[np.maximum(row, 0)] >= joined["_ts"].to_numpy() - ttl_us)
             hit[joined["_pos"].to_numpy()[within]] = row[within]
-        missing = hit < 0
-        taker = pa.array(np.maximum(hit, 0), mask=missing)
-        picked = table.select(names).take(taker) if table.num_rows else None
-        for name in names:
-            if picked is None:
-                columns[name] = np.full(len(base), np.nan)
-            else:
-                columns[name] = picked.column(name).to_pandas().to_numpy()
-    return pd.DataFrame(columns, index=txns.index)
+        taker = pa.array(np.maximum(hit, 0), mask=hit < 0)
+        if table.num_rows:
+            frame = table.select(names).take(taker).to_pandas()
+        else:
+            frame = pd.DataFrame({name: np.full(len(base), np.nan) for name in names})
+        frame.index = txns.index
+        frames.append(frame)
+    return pd.concat(frames, axis=1)
 
 
 def training_frame(

@@ -353,9 +353,20 @@ def gx_batch_check(settings: IngestSettings) -> Callable[[pd.DataFrame], tuple[b
     """The Great Expectations check run on every micro-batch."""
     from data_quality.runner import validate
 
+    every = settings.ingest_data_docs_every
+    checked = [0]
+
     def check(frame: pd.DataFrame) -> tuple[bool, str]:
         hour = pd.Timestamp.now(tz="UTC").floor("h").to_pydatetime()  # bounds move with the clock, hourly
         summary = validate(frame, "ingest_batch", max_skew_hours=settings.ingest_max_event_skew_hours, now=hour)
+        if every and (checked[0] % every == 0 or not summary.success):  # sampled, failures always
+            from data_quality.docs import docs_dir_for, publish
+
+            try:  # the docs are for people: failing to write them never stops ingestion
+                publish(summary, docs_dir_for(settings.data_dir), run_name="ingest", batch=f"batch-{checked[0]}")
+            except Exception:
+                log.exception("could not publish the batch check to Data Docs")
+        checked[0] += 1
         return summary.success, summary.report()
 
     return check
@@ -388,7 +399,8 @@ def main(settings: IngestSettings, max_batches: int | None = None) -> None:
     if settings.ingest_metrics_port:
         from prometheus_client import start_http_server
 
-        start_http_server(settings.ingest_metrics_port, addr="127.0.0.1", registry=ingestor.metrics.registry)
+        addr = "0.0.0.0" if settings.ingest_metrics_public else "127.0.0.1"  # containers: Prometheus scrapes it
+        start_http_server(settings.ingest_metrics_port, addr=addr, registry=ingestor.metrics.registry)
     signal.signal(signal.SIGTERM, ingestor.stop)
     signal.signal(signal.SIGINT, ingestor.stop)
     try:

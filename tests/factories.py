@@ -38,8 +38,6 @@ def history(n: int = 400, users: int = 12, seed: int = 3) -> pd.DataFrame:
     )
 
 
-
-
 def labels_for(txns: pd.DataFrame, fraud_share: float = 0.2, seed: int = 9) -> pd.DataFrame:
     """A label per transaction, arriving 0-20 days later."""
     rng = np.random.default_rng(seed)

@@ -257,6 +257,8 @@ def create_app(
         reader = await asyncio.to_thread(
             OnlineFeatureReader, feast, settings.scorer_store_timeout_ms / 1000.0, settings.scorer_store_retry_seconds
         )
+        if not await asyncio.to_thread(reader.warm_up):
+            log.warning("online store unreachable at start: scoring %s", settings.scorer_store_down)
         source = model_source
         if source is None:
             source = await asyncio.to_thread(

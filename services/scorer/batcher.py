@@ -57,9 +57,10 @@ class MicroBatcher(Generic[In, Out]):
         self._task = asyncio.create_task(self._run(), name="micro-batcher")
 
     async def stop(self) -> None:
-        """Finish what is queued, then stop."""
+        """Finish what is queued (for up to 10 s), then stop."""
         if self._task is not None:
-            while self._queue:
+            deadline = asyncio.get_running_loop().time() + 10.0
+            while self._queue and not self._task.done() and asyncio.get_running_loop().time() < deadline:
                 await asyncio.sleep(0.01)
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -123,6 +124,8 @@ class MicroBatcher(Generic[In, Out]):
         except Exception as exc:
             self._fail(pending, exc)
             return
+        if self._on_batch is not None:
+            self._on_batch(len(pending.items))
         if not pending.future.done():
             pending.future.set_result(results)
 

@@ -25,6 +25,7 @@ from fraud.contracts import Transaction, transaction_record
 VIEW_KEYS: dict[str, str] = {view: entity.join_key for view, (entity, _) in ALL_VIEWS.items()}
 TIME_FEATURES = frozenset(n for n in F.stored_feature_names() if n.endswith(("_time", "_first_seen")))
 TEXT_FEATURES = frozenset(n for n in F.stored_feature_names() if n.startswith("known_"))
+NUMERIC_STORED = [n for n in F.stored_feature_names() if n not in TIME_FEATURES and n not in TEXT_FEATURES]
 
 
 class ScoringModel(Protocol):
@@ -198,18 +199,18 @@ def transactions_frame(txns: Sequence[Transaction]) -> pd.DataFrame:
 
 def stored_frame(rows: OnlineRows, n: int) -> pd.DataFrame:
     """The online values as the stored-feature frame training builds: NaN/NaT where missing."""
-    cols: dict[str, Any] = {}
-    for name in F.stored_feature_names():
-        values = rows.values.get(name)
-        if values is None:
-            values = [None] * n
-        if name in TIME_FEATURES:
-            cols[name] = pd.to_datetime(pd.Series(values, dtype=object), utc=True)
-        elif name in TEXT_FEATURES:
-            cols[name] = pd.Series(values, dtype=object)
-        else:
-            cols[name] = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
-    return pd.DataFrame(cols, index=range(n))
+    absent = [None] * n
+    block = np.array(
+        [[np.nan if v is None else v for v in rows.values.get(name, absent)] for name in NUMERIC_STORED],
+        dtype=np.float64,
+    ).reshape(len(NUMERIC_STORED), n)
+    others: dict[str, Any] = {}
+    for name in TIME_FEATURES:
+        others[name] = pd.to_datetime(pd.Series(rows.values.get(name, absent), dtype=object), utc=True)
+    for name in TEXT_FEATURES:
+        others[name] = pd.Series(rows.values.get(name, absent), dtype=object)
+    numeric = pd.DataFrame(block.T, columns=NUMERIC_STORED)
+    return pd.concat([numeric, pd.DataFrame(others, index=numeric.index)], axis=1)
 
 
 def model_inputs(txns: Sequence[Transaction], rows: OnlineRows) -> pd.DataFrame:

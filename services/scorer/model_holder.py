@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -58,13 +58,14 @@ class ModelSource(Protocol):
 
 
 class MlflowChampion:
-    """`name@alias` in an MLflow registry."""
+    """`name@alias` in an MLflow registry, loaded by `models.bundle.load_bundle` (or `loader`, same signature)."""
 
-    def __init__(self, tracking_uri: str, name: str, alias: str) -> None:
+    def __init__(self, tracking_uri: str, name: str, alias: str, loader: Callable[..., Any] | None = None) -> None:
         from mlflow import MlflowClient
 
         self.tracking_uri, self.name, self.alias = tracking_uri, name, alias
         self._client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        self._loader = loader
 
     def champion_version(self) -> str | None:
         """The champion's version number, or None when the model or alias does not exist yet."""
@@ -77,9 +78,11 @@ class MlflowChampion:
 
     def load(self) -> ServedModel:
         """Load the champion's bundle through `models.bundle.load_bundle`."""
-        from models.bundle import load_bundle
+        if self._loader is None:
+            from models.bundle import load_bundle
 
-        bundle = load_bundle(self.tracking_uri, name=self.name, alias=self.alias)
+            self._loader = load_bundle
+        bundle = self._loader(self.tracking_uri, name=self.name, alias=self.alias)
         return served(bundle)
 
 

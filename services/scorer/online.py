@@ -60,6 +60,15 @@ class OnlineFeatureReader:
             self._trip(repr(exc))
             raise StoreUnavailable("online store failed") from exc
 
+    def warm_up(self) -> bool:
+        """One read without a timeout (the first Feast call loads the registry and opens the store)."""
+        try:
+            self._fetch([dict.fromkeys(ENTITY_KEYS, "warm-up")])
+            return True
+        except Exception as exc:
+            self._trip(repr(exc))
+            return False
+
     def _trip(self, why: str) -> None:
         if self.healthy:
             log.warning("online store unavailable (%s); skipping it for %.1fs", why, self._retry_s)

@@ -24,9 +24,7 @@ def _drain(consumer: KafkaConsumer, want: int, timeout_s: float = 30.0) -> list[
     return records
 
 
-def test_topic_created_with_several_partitions(
-    kafka_bootstrap: str, topic_factory: Callable[..., str]
-) -> None:
+def test_topic_created_with_several_partitions(kafka_bootstrap: str, topic_factory: Callable[..., str]) -> None:
     topic = topic_factory("parts", partitions=4)
     assert topic_partitions(kafka_bootstrap, topic) == 4
     # creating it again is harmless and creates nothing

@@ -1,0 +1,372 @@
+"""Benchmark the scoring API: latency at fixed rates, the highest rate with p99 < 50 ms, vs `mlflow models serve`.
+
+Usage: .venv/bin/python -m benchmarks.score [--workers 2 --step-seconds 5 --data-dir DIR]
+
+Setup (skipped when --data-dir already holds it): simulate a small history, backfill it into an
+embedded Feast store, build its point-in-time training frame, train a LightGBM model (400 trees),
+log it with its bundle.json as `fraud train` does, and make it `crypto-fraud-detector@champion` in a
+SQLite MLflow registry. Then, side by side in one run and with the same number of workers: `fraud
+serve` (Feast lookup + request features + model + reason codes + audit to Kafka when a broker
+answers) and `mlflow models serve` of the same
+model (feature vector in, probability out, no lookup). The load generator runs in its own process:
+open loop at fixed rates (requests are sent on schedule whether or not earlier ones returned, and
+latency counts from the scheduled send time), over keep-alive HTTP/1.1 connections on 127.0.0.1.
+Every step is bounded in time. Writes benchmarks/results/score.json and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.common import write_results
+
+NAME = "crypto-fraud-detector"
+RATES = (100, 200, 400, 600, 800, 1000, 1200, 1500, 1800, 2200, 2600, 3000, 3500, 4000)
+P99_LIMIT_MS = 50.0
+API_KEY = "bench-key"
+
+
+# ---------------------------------------------------------------------------------------------
+# Load generator (runs in its own process).
+
+
+async def _request(pool: asyncio.Queue[Any], payload: bytes) -> int:
+    reader, writer = await pool.get()
+    try:
+        writer.write(payload)
+        head = await reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+        if length:
+            await reader.readexactly(length)
+        pool.put_nowait((reader, writer))
+        return status
+    except Exception:
+        writer.close()
+        pool.put_nowait(await asyncio.open_connection("127.0.0.1", writer.get_extra_info("peername")[1]))
+        return 0
+
+
+async def _open_loop(port: int, payloads: list[bytes], rate: float, seconds: float, conns: int) -> dict[str, Any]:
+    pool: asyncio.Queue[Any] = asyncio.Queue()
+    for _ in range(conns):
+        pool.put_nowait(await asyncio.open_connection("127.0.0.1", port))
+    n = int(rate * seconds)
+    latencies = np.full(n, np.nan)
+    codes = np.zeros(n, dtype=np.int32)
+    loop = asyncio.get_running_loop()
+    start = loop.time() + 0.05
+
+    async def one(i: int) -> None:
+        scheduled = start + i / rate
+        codes[i] = await _request(pool, payloads[i % len(payloads)])
+        latencies[i] = loop.time() - scheduled
+
+    tasks = []
+    for i in range(n):
+        delay = start + i / rate - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(i)))
+    _, pending = await asyncio.wait(tasks, timeout=seconds + 10)
+    for t in pending:
+        t.cancel()
+    elapsed = loop.time() - start
+    while not pool.empty():
+        _, writer = pool.get_nowait()
+        writer.close()
+    ok = codes == 200
+    lat = latencies[ok] * 1000
+    return {
+        "rate": rate,
+        "sent": n,
+        "ok": int(ok.sum()),
+        "errors": int(n - ok.sum()),
+        "achieved_rps": round(float(ok.sum()) / max(elapsed, 1e-9), 1),
+        "p50_ms": round(float(np.percentile(lat, 50)), 2) if len(lat) else None,
+        "p99_ms": round(float(np.percentile(lat, 99)), 2) if len(lat) else None,
+    }
+
+
+def _generator(port: int, payloads: list[bytes], rate: float, seconds: float, conns: int, out: Any) -> None:
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    out.put(asyncio.run(_open_loop(port, payloads, rate, seconds, conns)))
+
+
+def load(port: int, payloads: list[bytes], rate: float, seconds: float, conns: int = 64) -> dict[str, Any]:
+    """Run the open-loop generator in a separate process at `rate` for `seconds`."""
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    proc = ctx.Process(target=_generator, args=(port, payloads, rate, seconds, conns, out), daemon=True)
+    proc.start()
+    try:
+        result: dict[str, Any] = out.get(timeout=seconds + 60)
+    finally:
+        proc.join(timeout=10)
+        if proc.is_alive():
+            proc.kill()
+    return result
+
+
+def passes(step: dict[str, Any]) -> bool:
+    """Sustainable: p99 under the limit, no errors, and the rate actually achieved."""
+    return (
+        step["errors"] == 0
+        and step["p99_ms"] is not None
+        and step["p99_ms"] < P99_LIMIT_MS
+        and step["achieved_rps"] >= 0.95 * step["rate"]
+    )
+
+
+def ramp(port: int, payloads: list[bytes], seconds: float) -> tuple[list[dict[str, Any]], float]:
+    """Step through RATES until one fails; the highest passing rate is the sustainable throughput."""
+    load(port, payloads, 100, 2.0)  # warm-up
+    steps, best = [], 0.0
+    for rate in RATES:
+        step = load(port, payloads, rate, seconds)
+        step["pass"] = passes(step)
+        steps.append(step)
+        print(
+            f"  {rate:>5} req/s: p50 {step['p50_ms']} ms, p99 {step['p99_ms']} ms, errors {step['errors']}", flush=True
+        )
+        if not step["pass"]:
+            break
+        best = float(rate)
+    return steps, best
+
+
+# ---------------------------------------------------------------------------------------------
+# Setup: store, model, registry.
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def setup(data_dir: Path, users: int, days: int, trees: int) -> dict[str, Any]:
+    """A backfilled store and a registered champion under `data_dir` (reused when present)."""
+    import pandas as pd
+
+    from fraud import features as F
+    from fraud import history
+    from fraud import store as S
+    from fraud.settings import BackfillSettings, SimulatorSettings
+    from pipelines.backfill import backfill
+    from pipelines.simulate import run as simulate
+    from pipelines.training_set import training_frame
+
+    marker = data_dir / "bench.json"
+    if marker.exists():
+        return dict(json.loads(marker.read_text()))
+    sim = SimulatorSettings(data_dir=data_dir / "sim", sim_users=users, sim_days=days, sim_seed=5)
+    simulate(sim, "parquet")
+    out = sim.out_dir
+    settings = BackfillSettings(data_dir=data_dir)
+    backfill(
+        settings,
+        out / "transactions.parquet",
+        out / "labels.parquet",
+        out / "accounts.parquet",
+        out / "address_lists.parquet",
+        show_progress=False,
+    )
+    txns = history.read(data_dir, "transactions")
+    labels = history.read(data_dir, "labels")
+    frame = training_frame(S.open_store(settings), txns, labels, cutoff=pd.Timestamp(labels.label_time.max()))
+    request = frame.iloc[:, -len(F.REQUEST_FEATURES) :]
+    X = F.model_matrix(frame[F.stored_feature_names()], request)
+    uri = f"sqlite:///{(data_dir / 'mlflow' / 'mlflow.db').resolve()}"
+    (data_dir / "mlflow").mkdir(parents=True, exist_ok=True)
+    _register(uri, data_dir / "mlflow" / "artifacts", X, frame["is_fraud"].astype(int).to_numpy(), trees)
+    rng = np.random.default_rng(0)
+    sample = txns.iloc[rng.integers(0, len(txns), 2000)]
+    sample.to_parquet(data_dir / "bench_transactions.parquet")
+    X.iloc[rng.integers(0, len(X), 2000)].to_parquet(data_dir / "bench_features.parquet")
+    info = {"tracking_uri": uri, "trees": trees, "transactions": len(txns)}
+    marker.write_text(json.dumps(info))
+    return info
+
+
+def _register(uri: str, artifacts: Path, X: Any, y: np.ndarray, trees: int) -> None:
+    """A LightGBM model of `trees` trees with its bundle.json (as `fraud train` logs it), made champion."""
+    import lightgbm as lgb
+    import mlflow
+
+    from models.bundle import BUNDLE_FILE, Calibration, ModelBundle, Thresholds
+
+    params = {"objective": "binary", "verbose": -1, "num_leaves": 31, "learning_rate": 0.05, "num_threads": 2}
+    booster = lgb.train(params, lgb.Dataset(X.to_numpy(), y, feature_name=list(X.columns)), trees)
+    bundle = ModelBundle(booster, list(X.columns), Calibration(1.0, 0.0), Thresholds(0.5, 0.9))
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    mlflow.create_experiment("bench-score", artifact_location=artifacts.resolve().as_uri())
+    mlflow.set_experiment("bench-score")
+    with mlflow.start_run():
+        mlflow.log_dict(bundle.to_json(), BUNDLE_FILE)
+        info = mlflow.lightgbm.log_model(booster, name="model", registered_model_name=NAME)
+    mlflow.MlflowClient().set_registered_model_alias(NAME, "champion", str(info.registered_model_version))
+
+
+def _wait_ready(url: str, timeout: float = 180.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"{url} not ready after {timeout:.0f}s")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=20)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _scorer_payloads(data_dir: Path) -> list[bytes]:
+    import pandas as pd
+
+    from fraud.contracts import Transaction
+
+    sample = pd.read_parquet(data_dir / "bench_transactions.parquet")
+    now = pd.Timestamp.now(tz="UTC")
+    out = []
+    for i, row in enumerate(sample.drop(columns=["schema_version"], errors="ignore").to_dict("records")):
+        row = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items()}
+        row["transaction_id"] = f"bench-{i}"
+        row["event_time"] = now
+        body = Transaction.model_validate(row).model_dump_json().encode()
+        out.append(_http("/v1/score", body, {"X-API-Key": API_KEY}))
+    return out
+
+
+def _mlflow_payloads(data_dir: Path) -> list[bytes]:
+    import pandas as pd
+
+    X = pd.read_parquet(data_dir / "bench_features.parquet")
+    cols = list(X.columns)
+    out = []
+    for row in X.itertuples(index=False):
+        data = [None if isinstance(v, float) and np.isnan(v) else v for v in row]
+        body = json.dumps({"dataframe_split": {"columns": cols, "data": [data]}}).encode()
+        out.append(_http("/invocations", body, {}))
+    return out
+
+
+def _http(path: str, body: bytes, headers: dict[str, str]) -> bytes:
+    lines = [
+        f"POST {path} HTTP/1.1",
+        "Host: 127.0.0.1",
+        "Content-Type: application/json",
+        f"Content-Length: {len(body)}",
+    ]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workers", type=int, default=2, help="uvicorn workers, for both servers")
+    parser.add_argument("--step-seconds", type=float, default=5.0, help="duration of each fixed-rate step")
+    parser.add_argument("--latency-seconds", type=float, default=15.0, help="duration of the 200 req/s run")
+    parser.add_argument("--data-dir", type=Path, default=Path("data/bench-score"), help="setup cache")
+    parser.add_argument("--users", type=int, default=3000)
+    parser.add_argument("--days", type=int, default=21)
+    parser.add_argument("--trees", type=int, default=400)
+    parser.add_argument("--skip-mlflow", action="store_true")
+    args = parser.parse_args()
+
+    data_dir = args.data_dir.resolve()
+    print(f"setup in {data_dir} ...", flush=True)
+    info = setup(data_dir, args.users, args.days, args.trees)
+    env = os.environ | {
+        "FRAUD_DATA_DIR": str(data_dir),
+        "FRAUD_MLFLOW_TRACKING_URI": info["tracking_uri"],
+        "FRAUD_SCORER_API_KEYS": API_KEY,
+        "FRAUD_SCORER_AUDIT_TOPIC": f"bench-scores-{os.getpid()}",
+        "FRAUD_SCORER_POLL_SECONDS": "3600",
+        "FRAUD_LOG_LEVEL": "WARNING",
+        "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+    }
+    results: dict[str, Any] = {"workers": args.workers, "model_trees": info["trees"], "step_seconds": args.step_seconds}
+
+    port = _free_port()
+    cmd = [sys.executable, "-m", "fraud.cli", "serve", "--port", str(port), "--workers", str(args.workers)]
+    print(f"scorer: {args.workers} worker(s) on :{port}", flush=True)
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+    try:
+        _wait_ready(f"http://127.0.0.1:{port}/readyz")
+        payloads = _scorer_payloads(data_dir)
+        load(port, payloads, 100, 3.0)  # warm-up
+        at200 = load(port, payloads, 200, args.latency_seconds)
+        print(f"  200 req/s for {args.latency_seconds:.0f}s: p50 {at200['p50_ms']} ms, p99 {at200['p99_ms']} ms")
+        steps, best = ramp(port, payloads, args.step_seconds)
+    finally:
+        _stop(proc)
+    results.update(p50_ms_at_200rps=at200["p50_ms"], p99_ms_at_200rps=at200["p99_ms"], max_rps=best, scorer_steps=steps)
+
+    if not args.skip_mlflow:
+        port = _free_port()
+        mcmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{NAME}@champion"]
+        mcmd += ["-h", "127.0.0.1", "-p", str(port), "-w", str(args.workers), "--env-manager", "local"]
+        print(f"mlflow models serve: {args.workers} worker(s) on :{port}", flush=True)
+        mproc = subprocess.Popen(mcmd, env=env | {"MLFLOW_TRACKING_URI": info["tracking_uri"]}, start_new_session=True)
+        try:
+            _wait_ready(f"http://127.0.0.1:{port}/ping")
+            mpay = _mlflow_payloads(data_dir)
+            m200 = load(port, mpay, 200, args.latency_seconds)
+            msteps, mbest = ramp(port, mpay, args.step_seconds)
+        finally:
+            _stop(mproc)
+        results.update(
+            mlflow_serve_max_rps=mbest,
+            mlflow_serve_p50_ms_at_200rps=m200["p50_ms"],
+            mlflow_serve_p99_ms_at_200rps=m200["p99_ms"],
+            mlflow_steps=msteps,
+        )
+        results["throughput_ratio"] = round(best / mbest, 2) if mbest else None
+
+    path = write_results("score", results)
+    print()
+    rows = [
+        ("p50 at 200 req/s (ms)", "p50_ms_at_200rps", "mlflow_serve_p50_ms_at_200rps"),
+        ("p99 at 200 req/s (ms)", "p99_ms_at_200rps", "mlflow_serve_p99_ms_at_200rps"),
+        ("max req/s (p99 < 50 ms)", "max_rps", "mlflow_serve_max_rps"),
+    ]
+    print(f"{'':<26}{'scorer':>12}{'mlflow serve':>16}")
+    for label, ours, theirs in rows:
+        print(f"{label:<26}{results[ours]!s:>12}{results.get(theirs)!s:>16}")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

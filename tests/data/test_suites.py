@@ -1,0 +1,238 @@
+"""Every Great Expectations suite passes on good data and fails on crafted bad data; stages refuse bad data."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+from typer.testing import CliRunner
+
+from data_quality import docs as D
+from data_quality.runner import ValidationSummary, validate
+from data_quality.traffic import traffic_frame
+from fraud import features as F
+from fraud.settings import IngestSettings
+from pipelines.simulate import DataQualityError, validate_history
+from pipelines.simulator.config import SimConfig
+from pipelines.simulator.generate import History, generate
+from tests.drift_data import audit_records, feature_frame
+
+pytestmark = pytest.mark.data
+
+
+@pytest.fixture(scope="module")
+def history() -> History:
+    return generate(SimConfig(seed=11, users=300, days=10, start=datetime(2025, 2, 3, tzinfo=UTC)))
+
+
+@pytest.fixture(scope="module")
+def txns(history: History) -> pd.DataFrame:
+    return history.transactions.to_pandas()
+
+
+@pytest.fixture(scope="module")
+def labels(history: History, txns: pd.DataFrame) -> pd.DataFrame:
+    return history.labels.to_pandas().merge(txns[["transaction_id", "event_time"]], on="transaction_id")
+
+
+@pytest.fixture(scope="module")
+def user_rows(txns: pd.DataFrame) -> pd.DataFrame:
+    return F.user_features(txns).drop(columns=["transaction_id"])
+
+
+@pytest.fixture(scope="module")
+def address_rows(txns: pd.DataFrame) -> pd.DataFrame:
+    return F.counterparty_features(txns, "address").drop(columns=["transaction_id"])
+
+
+@pytest.fixture(scope="module")
+def traffic(txns: pd.DataFrame) -> pd.DataFrame:
+    sample = txns.iloc[-600:].reset_index(drop=True)
+    frame = feature_frame(txns).iloc[-600:].reset_index(drop=True)
+    return traffic_frame(audit_records(sample, frame))
+
+
+def failed(summary: ValidationSummary) -> set[tuple[str, str | None]]:
+    return {(f.expectation, f.column) for f in summary.failures}
+
+
+def assert_fails(summary: ValidationSummary, expectation: str, column: str | None) -> None:
+    assert not summary.success, summary.report()
+    assert (expectation, column) in failed(summary), summary.report()
+
+
+# -- raw events ---------------------------------------------------------------------------------------
+
+
+def test_raw_transactions(txns: pd.DataFrame) -> None:
+    assert validate(txns, "raw_transactions").success
+    schema_break = txns.rename(columns={"amount_usd": "usd"})
+    assert_fails(validate(schema_break, "raw_transactions"), "expect_table_columns_to_match_set", None)
+    nulls = txns.copy()
+    nulls.loc[nulls.index[::5], "device_id"] = None  # a null spike: 20% of device ids
+    assert_fails(validate(nulls, "raw_transactions"), "expect_column_values_to_not_be_null", "device_id")
+    shifted = txns.assign(amount_usd=txns["amount_usd"] * 1e5)  # a unit bug: cents as dollars, times 1000
+    assert_fails(validate(shifted, "raw_transactions"), "expect_column_values_to_be_between", "amount_usd")
+
+
+def test_raw_labels(labels: pd.DataFrame) -> None:
+    assert validate(labels, "raw_labels", min_fraud_rate=0.001, max_fraud_rate=0.05).success
+    leak = labels.copy()
+    leak.loc[leak.index[:50], "label_time"] = leak.loc[leak.index[:50], "event_time"] - pd.Timedelta(hours=1)
+    assert_fails(
+        validate(leak, "raw_labels"), "expect_column_pair_values_a_to_be_greater_than_b", "label_time,event_time"
+    )
+    wave = labels.assign(is_fraud=True, fraud_type="card_testing")  # shifted: everything labelled fraud
+    assert_fails(validate(wave, "raw_labels"), "expect_column_mean_to_be_between", "is_fraud")
+
+
+def test_ingest_batch(txns: pd.DataFrame) -> None:
+    now = datetime(2025, 2, 14, tzinfo=UTC)
+    batch = txns.iloc[:500]
+    assert validate(batch, "ingest_batch", now=now).success
+    replayed = pd.concat([batch, batch.iloc[:10]])
+    assert_fails(validate(replayed, "ingest_batch", now=now), "expect_column_values_to_be_unique", "transaction_id")
+    future = batch.assign(event_time=batch["event_time"] + pd.Timedelta(days=30))
+    assert_fails(validate(future, "ingest_batch", now=now), "expect_column_values_to_be_between", "event_time")
+
+
+# -- feature batches ----------------------------------------------------------------------------------
+
+
+def test_user_features(user_rows: pd.DataFrame) -> None:
+    assert validate(user_rows, "user_features").success, validate(user_rows, "user_features").report()
+    schema_break = user_rows.drop(columns=["txn_count_7d"])
+    assert_fails(validate(schema_break, "user_features"), "expect_table_columns_to_match_set", None)
+    nulls = user_rows.copy()
+    nulls.loc[nulls.index[::3], "usd_sum_24h"] = np.nan
+    assert_fails(validate(nulls, "user_features"), "expect_column_values_to_not_be_null", "usd_sum_24h")
+    inconsistent = user_rows.copy()
+    inconsistent.loc[inconsistent.index[:20], "txn_count_1h"] = inconsistent["txn_count_24h"].iloc[:20] + 1
+    assert_fails(
+        validate(inconsistent, "user_features"),
+        "expect_column_pair_values_a_to_be_greater_than_b",
+        "txn_count_24h,txn_count_1h",
+    )
+    leak = user_rows.copy()  # a feature time after the event it describes
+    leak.loc[leak.index[:20], "last_event_time"] = leak["event_timestamp"].iloc[:20] + pd.Timedelta(minutes=5)
+    assert_fails(
+        validate(leak, "user_features"),
+        "expect_column_pair_values_a_to_be_greater_than_b",
+        "event_timestamp,last_event_time",
+    )
+    doubled = user_rows.assign(**{c: user_rows[c] * 500 for c in ("txn_count_24h", "txn_count_7d", "txn_count_30d")})
+    assert_fails(validate(doubled, "user_features"), "expect_column_mean_to_be_between", "txn_count_24h")
+
+
+def test_counterparty_features(address_rows: pd.DataFrame) -> None:
+    assert validate(address_rows, "counterparty_features", kind="address").success
+    leak = address_rows.copy()
+    leak.loc[leak.index[:10], "address_first_seen"] = leak["event_timestamp"].iloc[:10] + pd.Timedelta(days=1)
+    assert_fails(
+        validate(leak, "counterparty_features", kind="address"),
+        "expect_column_pair_values_a_to_be_greater_than_b",
+        "event_timestamp,address_first_seen",
+    )
+    nulls = address_rows.assign(destination_address=None)
+    assert_fails(
+        validate(nulls, "counterparty_features", kind="address"),
+        "expect_column_values_to_not_be_null",
+        "destination_address",
+    )
+
+
+# -- scoring traffic ----------------------------------------------------------------------------------
+
+
+def test_scoring_traffic(traffic: pd.DataFrame) -> None:
+    good = validate(traffic, "scoring_traffic")
+    assert good.success, good.report()
+    assert_fails(
+        validate(traffic.drop(columns=["amount_usd"]), "scoring_traffic"), "expect_table_columns_to_match_set", None
+    )
+    assert_fails(
+        validate(traffic.assign(score=traffic["score"] * 3), "scoring_traffic"),
+        "expect_column_values_to_be_between",
+        "score",
+    )
+    assert_fails(
+        validate(traffic.assign(decision="block"), "scoring_traffic"), "expect_column_values_to_be_in_set", "decision"
+    )
+    declines = traffic.assign(decision=np.where(np.arange(len(traffic)) % 2 == 0, "decline", "approve"))
+    summary = validate(declines, "scoring_traffic", max_decline_rate=0.2)
+    assert_fails(summary, "expect_column_values_to_be_in_set", "decision")
+    assert_fails(
+        validate(traffic.assign(degraded=1), "scoring_traffic"), "expect_column_mean_to_be_between", "degraded"
+    )
+    store_down = traffic.copy()  # null spike: the online store returned nothing for most rows
+    store_down.loc[store_down.index[: int(len(traffic) * 0.8)], "txn_count_total"] = np.nan
+    assert_fails(validate(store_down, "scoring_traffic"), "expect_column_values_to_not_be_null", "txn_count_total")
+    leak = traffic.copy()
+    leak.loc[leak.index[:5], "seconds_since_prev_txn"] = -30.0
+    assert_fails(validate(leak, "scoring_traffic"), "expect_column_values_to_be_between", "seconds_since_prev_txn")
+
+
+# -- stages refuse bad data ---------------------------------------------------------------------------
+
+
+def test_simulator_refuses_bad_history(history: History) -> None:
+    amounts = history.transactions.column("amount").to_numpy().copy()
+    amounts[:25] = -1.0
+    index = history.transactions.schema.get_field_index("amount")
+    broken = History(
+        history.transactions.set_column(index, "amount", pa.array(amounts)),
+        history.labels,
+        history.accounts,
+        history.address_lists,
+        history.opening_balances,
+    )
+    assert validate_history(history, 0.01)
+    with pytest.raises(DataQualityError, match="amount"):
+        validate_history(broken, 0.01)
+
+
+def test_ingest_check_refuses_and_publishes_failures(txns: pd.DataFrame, tmp_path: Path) -> None:
+    from services.ingest import gx_batch_check
+
+    settings = IngestSettings(data_dir=tmp_path, ingest_data_docs_every=1000)
+    check = gx_batch_check(settings)
+    ok, _ = check(txns.iloc[:300])  # first batch: published (sampled)
+    assert ok
+    bad, report = check(pd.concat([txns.iloc[300:400], txns.iloc[300:310]]))  # failures always published
+    assert not bad and "transaction_id" in report
+    ok, _ = check(txns.iloc[400:500])  # neither first, sampled nor failed: not published
+    pages = sorted((tmp_path / "data_docs" / "validations" / "ingest_batch").rglob("*.html"))
+    assert [p.stem for p in pages] == ["batch-0", "batch-1"]
+
+
+def test_cli_validate(txns: pd.DataFrame, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fraud.cli import app
+
+    monkeypatch.setenv("FRAUD_DATA_DIR", str(tmp_path / "data"))
+    good, bad = tmp_path / "good.csv", tmp_path / "bad.parquet"
+    txns.iloc[:200].to_csv(good, index=False)
+    txns.iloc[:200].assign(amount=-1.0).to_parquet(bad)
+    runner = CliRunner()
+    result = runner.invoke(app, ["validate", "raw_transactions", "--data", str(good)])
+    assert result.exit_code == 0, result.output
+    assert "PASSED" in result.output and "data docs:" in result.output
+    result = runner.invoke(app, ["validate", "raw_transactions", "--data", str(bad), "--no-docs"])
+    assert result.exit_code == 1
+    assert "FAILED" in result.output and "[amount]" in result.output
+    result = runner.invoke(app, ["validate", "raw_transactions", "--data", str(tmp_path / "missing.parquet")])
+    assert result.exit_code == 2
+
+
+def test_data_docs_accumulate_in_one_site(txns: pd.DataFrame, labels: pd.DataFrame, tmp_path: Path) -> None:
+    site = tmp_path / "data_docs"
+    first = validate(txns, "raw_transactions", docs_dir=site, docs_run="simulator", docs_batch="transactions")
+    D._CONTEXTS.clear()  # as if another process (ingest, trainer, monitor) wrote next
+    second = D.publish(validate(labels, "raw_labels"), site, run_name="train", batch="labels")
+    assert first.docs_path is not None and first.docs_path.exists() and second.exists()
+    index = (site / "index.html").read_text()
+    assert "transactions" in index and "labels" in index and "simulator" in index and "train" in index
+    assert "https://code.jquery.com" not in index and (site / "static" / "vendor" / "jquery.min.js").exists()
