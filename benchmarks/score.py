@@ -230,11 +230,13 @@ def _register(uri: str, artifacts: Path, X: Any, y: np.ndarray, trees: int) -> N
     mlflow.MlflowClient().set_registered_model_alias(NAME, "champion", str(info.registered_model_version))
 
 
-def _wait_ready(url: str, timeout: float = 180.0) -> None:
+def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 180.0) -> None:
     import httpx
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server for {url} exited with {proc.returncode}")
         try:
             if httpx.get(url, timeout=2).status_code == 200:
                 return
@@ -275,9 +277,8 @@ def _mlflow_payloads(data_dir: Path) -> list[bytes]:
     X = pd.read_parquet(data_dir / "bench_features.parquet")
     cols = list(X.columns)
     out = []
-    for row in X.itertuples(index=False):
-        data = [None if isinstance(v, float) and np.isnan(v) else v for v in row]
-        body = json.dumps({"dataframe_split": {"columns": cols, "data": [data]}}).encode()
+    for row in X.itertuples(index=False):  # missing values as NaN literals: MLflow's JSON parser takes them
+        body = json.dumps({"dataframe_split": {"columns": cols, "data": [list(row)]}}).encode()
         out.append(_http("/invocations", body, {}))
     return out
 
@@ -315,6 +316,7 @@ def main() -> None:
         "FRAUD_SCORER_AUDIT_TOPIC": f"bench-scores-{os.getpid()}",
         "FRAUD_SCORER_POLL_SECONDS": "3600",
         "FRAUD_LOG_LEVEL": "WARNING",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",  # mlflow runs `uvicorn`
         "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
     }
     results: dict[str, Any] = {"workers": args.workers, "model_trees": info["trees"], "step_seconds": args.step_seconds}
@@ -324,7 +326,7 @@ def main() -> None:
     print(f"scorer: {args.workers} worker(s) on :{port}", flush=True)
     proc = subprocess.Popen(cmd, env=env, start_new_session=True)
     try:
-        _wait_ready(f"http://127.0.0.1:{port}/readyz")
+        _wait_ready(f"http://127.0.0.1:{port}/readyz", proc)
         payloads = _scorer_payloads(data_dir)
         load(port, payloads, 100, 3.0)  # warm-up
         at200 = load(port, payloads, 200, args.latency_seconds)
@@ -341,7 +343,7 @@ def main() -> None:
         print(f"mlflow models serve: {args.workers} worker(s) on :{port}", flush=True)
         mproc = subprocess.Popen(mcmd, env=env | {"MLFLOW_TRACKING_URI": info["tracking_uri"]}, start_new_session=True)
         try:
-            _wait_ready(f"http://127.0.0.1:{port}/ping")
+            _wait_ready(f"http://127.0.0.1:{port}/ping", mproc)
             mpay = _mlflow_payloads(data_dir)
             m200 = load(port, mpay, 200, args.latency_seconds)
             msteps, mbest = ramp(port, mpay, args.step_seconds)

@@ -129,7 +129,7 @@ class ScorerSettings(FeatureStoreSettings):
     scorer_store_down: Literal["degraded", "unavailable"] = Field(
         "degraded", description="online store unreachable: score from request features, or answer 503"
     )
-    scorer_store_timeout_ms: float = Field(250.0, gt=0)
+    scorer_store_timeout_ms: float = Field(1000.0, gt=0, description="an online read slower than this: store down")
     scorer_store_retry_seconds: float = Field(5.0, ge=0, description="after a store failure, skip it this long")
     scorer_microbatch_max: int = Field(128, ge=1, description="most transactions scored in one model call")
     scorer_microbatch_wait_ms: float = Field(0.0, ge=0, description="extra wait to fill a micro-batch")

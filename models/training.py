@@ -1,10 +1,12 @@
 """LightGBM training: early stopping on validation, class imbalance, a fixed seed, optional Optuna search.
 
 The model is fitted on the training period and stopped early on the validation period (average
-precision). Imbalance is handled with `scale_pos_weight` (sqrt of the negative/positive ratio by
-default: it lifts the rare class without flattening the ranking). The raw margin is then calibrated
-on validation with Platt scaling (p = sigmoid(a * margin + b)), which keeps SHAP reason codes additive
-on the margin. `tune` searches the main parameters with Optuna's seeded TPE within a time budget.
+precision). Imbalance is handled twice: legitimate training rows are subsampled (`negative_rate`, 25%
+by default, seeded: four times less data to boost, every fraud kept) and `scale_pos_weight` (sqrt of
+the remaining negative/positive ratio) lifts the rare class without flattening the ranking. The raw
+margin is then calibrated on validation with Platt scaling (p = sigmoid(a * margin + b)), which keeps
+SHAP reason codes additive on the margin. `tune` searches the main parameters with Optuna's seeded TPE
+within a time budget.
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ class TrainConfig:
     """LightGBM settings; `params` overrides any LightGBM parameter."""
 
     seed: int = SEED
-    max_rounds: int = 1500
-    early_stopping_rounds: int = 60
+    max_rounds: int = 800
+    early_stopping_rounds: int = 40
+    negative_rate: float = 0.25  # share of legitimate training rows kept (validation is never subsampled)
     num_threads: int = 0  # 0: LightGBM's default (all cores)
     params: dict[str, Any] = field(default_factory=dict)
 
@@ -44,13 +47,13 @@ def base_params(y_train: np.ndarray, config: TrainConfig) -> dict[str, Any]:
         "objective": "binary",
         "metric": "average_precision",
         "learning_rate": 0.05,
-        "num_leaves": 63,
-        "min_child_samples": 40,
+        "num_leaves": 31,
+        "min_child_samples": 50,
         "feature_fraction": 0.7,
         "bagging_fraction": 0.8,
         "bagging_freq": 1,
         "lambda_l2": 1.0,
-        "max_bin": 255,
+        "max_bin": 127,
         "scale_pos_weight": float(np.sqrt(neg / pos)),
         "seed": config.seed,
         "deterministic": True,
@@ -72,6 +75,14 @@ class FittedModel:
     best_iteration: int
     valid_ap: float
     seconds: float
+
+
+def subsample_negatives(X: np.ndarray, y: np.ndarray, rate: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every fraud and a seeded `rate` share of the legitimate rows, in their original order."""
+    if rate >= 1.0:
+        return X, y
+    keep = np.asarray(y).astype(bool) | (np.random.default_rng(seed).random(len(y)) < rate)
+    return X[keep], y[keep]
 
 
 def dataset(
@@ -128,6 +139,7 @@ def train(
     """Fit, stop early on validation, calibrate on validation."""
     config = config or TrainConfig()
     started = time.perf_counter()
+    X_train, y_train = subsample_negatives(X_train, y_train, config.negative_rate, config.seed)
     params = params or base_params(y_train, config)
     dtrain = dataset(X_train, y_train, feature_names)
     dvalid = dataset(X_valid, y_valid, feature_names, reference=dtrain)
@@ -156,6 +168,7 @@ def tune(
     import optuna
 
     config = config or TrainConfig()
+    X_train, y_train = subsample_negatives(X_train, y_train, config.negative_rate, config.seed)
     base = base_params(y_train, config)
     dtrain = dataset(X_train, y_train, feature_names)
     dvalid = dataset(X_valid, y_valid, feature_names, reference=dtrain)
