@@ -50,7 +50,9 @@ def transactions(users: int, seed: int) -> Iterator[dict[str, Any]]:
         settings = SimulatorSettings(sim_users=users, sim_days=2, sim_seed=seed + round_no)
         frame: pd.DataFrame = generate(config_from(settings)).transactions.to_pandas()
         for row in frame.to_dict("records"):
-            clean = {str(k): v for k, v in row.items() if not (isinstance(v, float) and math.isnan(v)) and v is not None}
+            clean = {
+                str(k): v for k, v in row.items() if not (isinstance(v, float) and math.isnan(v)) and v is not None
+            }
             clean["event_time"] = datetime.now(UTC).isoformat()
             clean["transaction_id"] = f"{clean['transaction_id']}-r{round_no}"
             yield clean

@@ -16,8 +16,8 @@ def history(n: int = 400, users: int = 12, seed: int = 3) -> pd.DataFrame:
     secs = np.sort(rng.integers(0, 45 * 86400, n))
     secs[5:15] = secs[5]
     types = rng.choice(F.TYPES, n)
-    src = np.where(types == "receive", rng.choice(["s1", "s2"], n), None)
-    dest = np.where(np.isin(types, ["send", "withdrawal"]), rng.choice(["a1", "a2", "a3", "a4"], n), None)
+    src = np.where(types == "receive", rng.choice(["s1", "s2"], n), np.array(None))
+    dest = np.where(np.isin(types, ["send", "withdrawal"]), rng.choice(["a1", "a2", "a3", "a4"], n), np.array(None))
     return pd.DataFrame(
         {
             "transaction_id": [f"t{i:05d}" for i in range(n)],
@@ -46,7 +46,7 @@ def labels_for(txns: pd.DataFrame, fraud_share: float = 0.2, seed: int = 9) -> p
         {
             "transaction_id": txns["transaction_id"].to_numpy(),
             "is_fraud": fraud,
-            "fraud_type": np.where(fraud, "account_takeover", None),
+            "fraud_type": np.where(fraud, "account_takeover", np.array(None)),
             "label_time": txns["event_time"] + pd.to_timedelta(rng.integers(0, 20 * 86400, len(txns)), unit="s"),
         }
     )

@@ -74,7 +74,7 @@ def test_point_in_time_rows_see_only_the_past(tmp_path: Path) -> None:
     # tx5's label is not known at the cutoff: it is not a training row
     assert "tx5" not in frame.index
     # the user's own history strictly before: tx1 sees nothing, tx2 sees tx1 only, tx4 sees tx1+tx2
-    assert pd.isna(frame.loc["tx1", "txn_count_total"])
+    assert frame["txn_count_total"].isna()["tx1"]
     assert frame.loc["tx2", "txn_count_total"] == 1
     assert frame.loc["tx2", "usd_sum_24h"] == pytest.approx(200.0)  # tx1 only, not tx2's own 300
     assert frame.loc["tx4", "txn_count_total"] == 2
