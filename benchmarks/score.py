@@ -357,6 +357,7 @@ def main() -> None:
         )
         results["throughput_ratio"] = round(best / mbest, 2) if mbest else None
 
+    results["load_average_1m_at_end"] = round(os.getloadavg()[0], 2)  # other work on the machine skews every figure
     path = write_results("score", results)
     print()
     rows = [

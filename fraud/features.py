@@ -16,6 +16,7 @@ so no float rounding or overflow decides whether an event falls inside a window.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -416,6 +417,15 @@ def address_list_rows(address_lists: pd.DataFrame) -> pd.DataFrame:
 # Request-time features: the request itself joined with the stored rows strictly before it.
 
 
+def _micros(values: Any) -> np.ndarray:
+    """UTC times as float64 microseconds since the epoch (NaN where missing)."""
+    ts = pd.to_datetime(values, utc=True)
+    ts = pd.DatetimeIndex(ts) if not isinstance(ts, pd.DatetimeIndex) else ts
+    us = ts.as_unit("us").asi8.astype(np.float64)
+    us[ts.isna()] = np.nan
+    return us
+
+
 def request_features(txns: pd.DataFrame, stored: pd.DataFrame) -> pd.DataFrame:
     """Request-time features for transactions, given the stored feature values known before each one.
 
@@ -423,61 +433,75 @@ def request_features(txns: pd.DataFrame, stored: pd.DataFrame) -> pd.DataFrame:
     counterparty, account and list features (missing entities as NaN/NaT). The scorer calls this with
     one online-store row per request; training with the point-in-time join. Same code, same values.
     """
-    t = to_micros(txns["event_time"])
-    out = pd.DataFrame(index=txns.index)
-    usd = txns["amount_usd"].astype(np.float64).to_numpy()
+    n = len(txns)
+    ts = pd.DatetimeIndex(pd.to_datetime(txns["event_time"], utc=True))
+    t = ts.as_unit("us").asi8
+    out: dict[str, np.ndarray] = {}
+    usd = txns["amount_usd"].to_numpy(dtype=np.float64)
     out["amount_usd"] = usd
     out["log_amount_usd"] = np.log1p(usd)
     for field in ("type", "asset", "payment_method", "channel"):
-        out[f"{field}_code"] = txns[field].map(CATEGORY_CODES[field]).astype(np.int64).to_numpy()
-    ts = pd.to_datetime(txns["event_time"], utc=True)
-    out["hour_of_day"] = ts.dt.hour.to_numpy()
-    out["day_of_week"] = ts.dt.dayofweek.to_numpy()
-    outgoing = txns["type"].isin(OUTGOING).to_numpy()
+        codes = CATEGORY_CODES[field]
+        out[f"{field}_code"] = np.fromiter((codes[v] for v in txns[field].to_numpy()), dtype=np.int64, count=n)
+    out["hour_of_day"] = ts.hour.to_numpy()
+    out["day_of_week"] = ts.dayofweek.to_numpy()
+    types = txns["type"].to_numpy()
+    outgoing = np.isin(types, OUTGOING)
     out["is_outgoing"] = outgoing.astype(np.int64)
-    out["is_onchain"] = (txns["destination_address"].notna() | txns["source_address"].notna()).astype(np.int64)
+    out["is_onchain"] = (
+        txns["destination_address"].notna().to_numpy() | txns["source_address"].notna().to_numpy()
+    ).astype(np.int64)
 
-    def seconds_since(col: str) -> np.ndarray:
-        if col not in stored:
-            return np.full(len(txns), np.nan)
-        prev = pd.to_datetime(stored[col], utc=True)
-        prev_us = prev.astype("datetime64[us, UTC]").astype("int64").to_numpy(dtype=np.float64)
-        prev_us[prev.isna().to_numpy()] = np.nan
-        return (t - prev_us) / US
+    def col(name: str) -> np.ndarray | None:
+        return stored[name].to_numpy() if name in stored else None
 
-    has_user = stored.get("txn_count_total", pd.Series(np.nan, index=txns.index)).notna().to_numpy()
-    # "New" for this user: the value is not among the user's distinct values of the last 30 days.
+    def seconds_since(name: str) -> np.ndarray:
+        if name not in stored:
+            return np.full(n, np.nan)
+        return (t - _micros(stored[name].to_numpy())) / US
+
+    def floats(name: str) -> np.ndarray:
+        if name not in stored:
+            return np.full(n, np.nan)
+        return (
+            pd.to_numeric(stored[name], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+            if stored[name].dtype == object
+            else stored[name].to_numpy(dtype=np.float64, na_value=np.nan)
+        )
+
+    has_user = ~np.isnan(floats("txn_count_total"))
     for name, field in KNOWN_SETS.items():
-        known = stored.get(f"known_{name}_30d")
-        values = txns[DISTINCT_USER_FIELDS[name]]
+        known = col(f"known_{name}_30d")
+        values = txns[DISTINCT_USER_FIELDS[name]].to_numpy()
         if known is None:
-            flag = np.ones(len(txns), dtype=np.int64)
+            flag = np.ones(n, dtype=np.int64)
         else:
             flag = np.array(
                 [0 if isinstance(k, str) and v in k.split(SEP) else 1 for v, k in zip(values, known, strict=True)],
                 dtype=np.int64,
             )
-        out[field] = np.where(values.isna().to_numpy(), 0, flag)
+        present = np.array([v is not None and v == v for v in values], dtype=bool)
+        out[field] = np.where(present, flag, 0)
     out["seconds_since_prev_txn"] = seconds_since("last_event_time")
     out["account_age_days"] = seconds_since("signup_time") / 86400.0
-    mean = stored.get("usd_mean_30d", pd.Series(np.nan, index=txns.index)).to_numpy(dtype=np.float64)
-    std = stored.get("usd_std_30d", pd.Series(np.nan, index=txns.index)).to_numpy(dtype=np.float64)
+    mean = floats("usd_mean_30d")
+    std = floats("usd_std_30d")
     with np.errstate(divide="ignore", invalid="ignore"):
         out["amount_z_30d"] = (usd - mean) / np.where(std > 0, std, np.nan)
         out["amount_to_mean_30d"] = usd / np.where(mean > 0, mean, np.nan)
-        amount = txns["amount"].astype(np.float64).to_numpy()
-        balance = np.full(len(txns), np.nan)
+        amount = txns["amount"].to_numpy(dtype=np.float64)
+        balance = np.full(n, np.nan)
+        assets = txns["asset"].to_numpy()
         for a in ASSETS:
-            col = f"balance_{a}"
-            if col in stored:
-                sel = (txns["asset"] == a).to_numpy()
-                balance[sel] = stored[col].to_numpy(dtype=np.float64)[sel]
+            if f"balance_{a}" in stored:
+                sel = assets == a
+                balance[sel] = floats(f"balance_{a}")[sel]
         share = amount / np.where(balance > 0, balance, np.nan)
-        share = np.where(np.isnan(share) & outgoing & has_user, 10.0, share)  # leaving more than it holds
+        share = np.where(np.isnan(share) & outgoing & has_user, 10.0, share)
         out["balance_share_leaving"] = np.where(outgoing, share, 0.0)
     for kind in COUNTERPARTIES:
         out[f"{kind}_age_days"] = seconds_since(f"{kind}_first_seen") / 86400.0
-    return out[REQUEST_FEATURES]
+    return pd.DataFrame({k: out[k] for k in REQUEST_FEATURES}, index=txns.index)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -504,6 +528,20 @@ def model_feature_names() -> list[str]:
 def model_matrix(stored: pd.DataFrame, request: pd.DataFrame) -> pd.DataFrame:
     """The float matrix the model scores: `model_feature_names()` columns, missing values as NaN."""
     cols = model_feature_names()
-    joined = pd.concat([stored.reset_index(drop=True), request.reset_index(drop=True)], axis=1)
-    out = {c: pd.to_numeric(joined[c], errors="coerce") if c in joined else np.nan for c in cols}
-    return pd.DataFrame(out, index=range(len(joined))).astype("float64")
+    n = max(len(stored), len(request))
+    matrix = np.full((n, len(cols)), np.nan)
+    position = {c: j for j, c in enumerate(cols)}
+    taken: set[str] = set()
+    for frame in (request, stored):  # a name in both: the request's value, as `concat` + `[c]` never allowed
+        names = [c for c in frame.columns if c in position and c not in taken]
+        if not names:
+            continue
+        taken.update(names)
+        sub = frame[names]
+        odd = [c for c, dt in sub.dtypes.items() if dt.kind not in "biuf"]
+        if odd:
+            sub = sub.copy()
+            for c in odd:
+                sub[c] = pd.to_numeric(sub[c], errors="coerce")
+        matrix[: len(sub), [position[c] for c in names]] = sub.to_numpy(dtype=np.float64, na_value=np.nan)
+    return pd.DataFrame(matrix, columns=cols)

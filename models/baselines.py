@@ -100,11 +100,11 @@ def logistic_regression(feature_names: list[str], seed: int = 7) -> Pipeline:
             ("cat", OneHotEncoder(handle_unknown="ignore"), categorical),
         ]
     )
-    model = LogisticRegression(C=0.5, class_weight="balanced", max_iter=300, random_state=seed)
+    model = LogisticRegression(C=0.5, class_weight="balanced", max_iter=500, tol=1e-3, random_state=seed)
     return Pipeline([("columns", columns), ("model", model)])
 
 
-def fit_logistic(X: pd.DataFrame, y: np.ndarray, seed: int = 7, max_negatives: int = 300_000) -> Pipeline:
+def fit_logistic(X: pd.DataFrame, y: np.ndarray, seed: int = 7, max_negatives: int = 100_000) -> Pipeline:
     """Fit the logistic baseline (negatives subsampled above `max_negatives` to bound the time)."""
     rng = np.random.default_rng(seed)
     y = np.asarray(y).astype(bool)
