@@ -117,22 +117,29 @@ def fit_booster(
 
 
 def fit_platt(margin: np.ndarray, y: np.ndarray) -> Calibration:
-    """Platt scaling: the logistic regression of the label on the margin (Newton, lightly regularised)."""
+    """Platt scaling with Platt's smoothed targets ((N+ + 1)/(N+ + 2), 1/(N- + 2)), so a separable
+    validation set still gives a finite slope; fitted by L-BFGS on the log-loss."""
+    from scipy.optimize import minimize
+
     m = np.asarray(margin, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    a, b = 1.0, float(np.log((y.mean() + 1e-9) / (1 - y.mean() + 1e-9)))
-    ridge = 1e-6
-    for _ in range(100):
-        z = np.clip(a * m + b, -500, 500)
-        p = 1.0 / (1.0 + np.exp(-z))
-        w = p * (1 - p)
-        g = np.array([np.sum((p - y) * m) + ridge * a, np.sum(p - y)])
-        h = np.array([[np.sum(w * m * m) + ridge, np.sum(w * m)], [np.sum(w * m), np.sum(w) + 1e-12]])
-        step = np.linalg.solve(h, g)
-        a, b = a - step[0], b - step[1]
-        if np.max(np.abs(step)) < 1e-9:
-            break
-    return Calibration(a=float(a), b=float(b))
+    y = np.asarray(y).astype(bool)
+    pos, neg = int(y.sum()), int((~y).sum())
+    t = np.where(y, (pos + 1.0) / (pos + 2.0), 1.0 / (neg + 2.0))
+    scale = float(np.std(m)) or 1.0
+    z = (m - float(np.mean(m))) / scale  # standardised for a well-conditioned problem
+
+    def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
+        u = w[0] * z + w[1]
+        logp = -np.logaddexp(0.0, -u)
+        log1mp = -np.logaddexp(0.0, u)
+        value = -float(np.sum(t * logp + (1 - t) * log1mp))
+        g = np.exp(logp) - t
+        return value, np.array([float(np.sum(g * z)), float(np.sum(g))])
+
+    prior = float(np.log((pos + 1.0) / (neg + 1.0)))
+    w = minimize(loss, np.array([1.0, prior]), jac=True, method="L-BFGS-B").x
+    a = float(w[0] / scale)
+    return Calibration(a=a, b=float(w[1] - a * float(np.mean(m))))
 
 
 def train(

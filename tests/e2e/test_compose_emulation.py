@@ -51,7 +51,7 @@ NOT_EMULATED = {
     "grafana": "dashboards over Prometheus",
 }
 # `up` must finish within BUDGET_S; assertions and teardown get 60 s more (default: under 6 minutes in all).
-BUDGET_S = float(os.environ.get("COMPOSE_EMU_BUDGET_S", "290"))
+BUDGET_S = float(os.environ.get("COMPOSE_EMU_BUDGET_S", "900"))
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(BUDGET_S + 60)]
 
 # Small sizes through compose's own variables (override any of them from the environment).
