@@ -217,6 +217,7 @@ def demo(
     users: int = typer.Option(6000, help="simulated customers in the history"),
     days: int = typer.Option(45, help="days of simulated history"),
     sample: int = typer.Option(300, help="live transactions to send through the scorer"),
+    fraud_rate: float = typer.Option(0.01, help="share of fraudulent transactions in the simulated history"),
     port: int = typer.Option(8000, help="scorer port on 127.0.0.1"),
     stop: bool = typer.Option(False, "--stop", help="stop what a previous demo started, and exit"),
     keep_running: bool = typer.Option(True, help="leave the services running after the summary"),

@@ -40,6 +40,7 @@ class DemoConfig:
     users: int = 6000
     days: int = 45
     seed: int = 7
+    fraud_rate: float = 0.01
     live_rate: float = 40.0
     sample: int = 300
     port: int = 8000
@@ -195,6 +196,8 @@ def default_steps() -> list[Callable[[Demo], Any]]:
                 str(d.cfg.days),
                 "--seed",
                 str(d.cfg.seed),
+                "--fraud-rate",
+                str(d.cfg.fraud_rate),
             ),
         )
         d.step(
@@ -235,6 +238,12 @@ def default_steps() -> list[Callable[[Demo], Any]]:
 
     def train(d: Demo) -> None:
         d.step("Train, evaluate, register", d.fraud("train", "--report", str(d.report_path)))
+        report = json.loads(d.report_path.read_text())
+        if not report.get("champion_after"):
+            raise DemoFailed(
+                f"training registered no champion ({report.get('gate_reason', 'see the log')}); "
+                f"log: {d.logs / 'train,-evaluate,-register.log'}. A larger history (--users/--days) helps."
+            )
 
     def serve(d: Demo) -> None:
         import httpx

@@ -352,8 +352,9 @@ def run(settings: TrainSettings, options: TrainOptions | None = None) -> TrainRe
                 options.test_end,
             )
             log.info("split: %s", split.describe())
-            in_span = ((et >= split.train_start) & (et < split.test_end)).to_numpy()
-            txns = txns[in_span].reset_index(drop=True)
+            # only rows that land in a period are worth a point-in-time lookup
+            label_time = txns[["transaction_id"]].merge(labels, on="transaction_id", how="left")["label_time"]
+            txns = txns[assign_periods(et, label_time, split) != ""].reset_index(drop=True)
 
         with phase("features"):
             store = S.open_store(settings)
