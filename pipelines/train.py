@@ -540,6 +540,16 @@ def _log_run(
         mlflow.log_dict(dq, "data_quality/training_set.json")
         mlflow.log_dict({"sha256": digest, "rows": rows}, "training_data_fingerprint.json")
         mlflow.log_dict(metrics, "test_metrics.json")
+        # what `fraud monitor` compares live traffic with: the held-out period's features and scores
+        from data_quality.mlflow_link import log_drift_reference
+
+        log_drift_reference(
+            X_test,
+            bundle.feature_names,
+            scores=scores["model"],
+            decisions=list(bundle.decide(scores["model"])),
+            source="test period of the training run",
+        )
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp)
             plots.pr_roc_curves(y_test, scores, out)
