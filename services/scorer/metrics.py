@@ -64,7 +64,11 @@ class Metrics:
 
     def exposition(self) -> bytes:
         """The text exposition: all workers' metrics in multiprocess mode, else this registry's."""
-        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Multi-process only when prometheus_client really stores values in files: Feast sets
+        # PROMETHEUS_MULTIPROC_DIR at import, possibly after prometheus_client chose in-memory values.
+        from prometheus_client import values
+
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR") and values.ValueClass is not values.MutexValue:
             registry = CollectorRegistry()
             prom_multiprocess.MultiProcessCollector(registry)
             return generate_latest(registry)
