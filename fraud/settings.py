@@ -213,6 +213,7 @@ class TrainSettings(FeatureStoreSettings):
     train_test_days: float | None = Field(None, gt=0, description="test period length (default: 20% of the span)")
     train_valid_days: float | None = Field(None, gt=0, description="validation length (default: 20% of the span)")
     train_seed: int = 7
+    train_threads: int = Field(1, ge=0, description="LightGBM threads (1: robust on a shared 2-core box; 0: all)")
     train_tune_seconds: float = Field(300.0, gt=0, description="--tune: Optuna time budget")
     train_review_cost: float = Field(5.0, ge=0, description="USD per analyst review")
     train_decline_cost: float = Field(30.0, ge=0, description="USD of friction per declined legitimate transaction")

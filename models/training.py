@@ -36,7 +36,7 @@ class TrainConfig:
     max_rounds: int = 500
     early_stopping_rounds: int = 30
     negative_rate: float = 0.25  # share of legitimate training rows kept (validation is never subsampled)
-    num_threads: int = 0  # 0: LightGBM's default (all cores)
+    num_threads: int = 1  # 0: all cores; OpenMP threads spin, so on a busy 2-core box 2 can be 5x slower than 1
     params: dict[str, Any] = field(default_factory=dict)
 
 

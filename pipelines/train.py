@@ -390,7 +390,9 @@ def run(settings: TrainSettings, options: TrainOptions | None = None) -> TrainRe
         valid = frame[parts["valid"]].reset_index(drop=True)
 
         with phase("train"):
-            config = training.TrainConfig(seed=settings.train_seed, params=dict(options.params))
+            config = training.TrainConfig(
+                seed=settings.train_seed, num_threads=settings.train_threads, params=dict(options.params)
+            )
             if options.max_rounds is not None:
                 config.max_rounds = options.max_rounds
             params = None
