@@ -104,7 +104,7 @@ def logistic_regression(feature_names: list[str], seed: int = 7) -> Pipeline:
     return Pipeline([("columns", columns), ("model", model)])
 
 
-def fit_logistic(X: pd.DataFrame, y: np.ndarray, seed: int = 7, max_negatives: int = 100_000) -> Pipeline:
+def fit_logistic(X: pd.DataFrame, y: np.ndarray, seed: int = 7, max_negatives: int = 60_000) -> Pipeline:
     """Fit the logistic baseline (negatives subsampled above `max_negatives` to bound the time)."""
     rng = np.random.default_rng(seed)
     y = np.asarray(y).astype(bool)

@@ -365,9 +365,13 @@ def run(settings: TrainSettings, options: TrainOptions | None = None) -> TrainRe
             frame["is_fraud"] = frame["is_fraud"].astype(bool)
 
         with phase("validate"):
+            from data_quality.docs import docs_dir_for
+
             dq = validate(
                 training_set_frame(frame),
                 "training_set",
+                docs_dir=docs_dir_for(settings.data_dir),
+                docs_run="train",
                 min_fraud_rate=settings.train_min_fraud_rate,
                 max_fraud_rate=settings.train_max_fraud_rate,
             )
@@ -436,7 +440,7 @@ def run(settings: TrainSettings, options: TrainOptions | None = None) -> TrainRe
 
         with phase("log"):
             run_id, model_uri, model_id = _log_run(
-                settings, options, bundle, fitted, split, rows, metrics, scores, yte, Xte, dq.to_dict(), digest, cost
+                settings, options, bundle, fitted, split, rows, metrics, scores, yte, Xte, dq, digest, cost
             )
 
         with phase("register"):
@@ -505,7 +509,7 @@ def _log_run(
     scores: dict[str, np.ndarray],
     y_test: np.ndarray,
     X_test: pd.DataFrame,
-    dq: dict[str, Any],
+    dq: Any,
     digest: str,
     cost: CostModel,
 ) -> tuple[str, str, str | None]:
@@ -520,8 +524,11 @@ def _log_run(
     with mlflow.start_run(experiment_id=experiment_id, run_name="train") as active:
         run_id = active.info.run_id
         mlflow.set_tags(
-            {"stage": "train", "data_quality": "passed" if dq["success"] else "failed", "feature_service": SERVICE_NAME}
+            {"stage": "train", "data_quality": "passed" if dq.success else "failed", "feature_service": SERVICE_NAME}
         )
+        from data_quality.mlflow_link import link_validation
+
+        link_validation(dq)  # tags the run with the training set's Data Docs page and attaches it
         params = {k: v for k, v in fitted.params.items() if k not in ("verbosity",)}
         mlflow.log_params(
             {f"lgbm_{k}": v for k, v in params.items()}
@@ -539,7 +546,6 @@ def _log_run(
         flat |= {"calibration_a": bundle.calibration.a, "calibration_b": bundle.calibration.b}
         mlflow.log_metrics({k: v for k, v in flat.items() if np.isfinite(v)})
         mlflow.log_dict(bundle.to_json(), "bundle.json")
-        mlflow.log_dict(dq, "data_quality/training_set.json")
         mlflow.log_dict({"sha256": digest, "rows": rows}, "training_data_fingerprint.json")
         mlflow.log_dict(metrics, "test_metrics.json")
         # what `fraud monitor` compares live traffic with: the held-out period's features and scores
@@ -558,7 +564,7 @@ def _log_run(
             plots.calibration(y_test, scores["model"], out)
             gain = bundle.booster.feature_importance(importance_type="gain")
             plots.feature_importance(bundle.feature_names, np.asarray(gain, dtype=np.float64), out)
-            sample = X_test.sample(min(len(X_test), 3000), random_state=settings.train_seed)
+            sample = X_test.sample(min(len(X_test), 2000), random_state=settings.train_seed)
             plots.shap_summary(bundle.feature_names, bundle.contributions(sample), sample.to_numpy(), out)
             plots.score_distribution(
                 y_test, scores["model"], (bundle.thresholds.review, bundle.thresholds.decline), out
@@ -566,8 +572,21 @@ def _log_run(
             mlflow.log_artifacts(str(out), "plots")
         example = X_test.head(5)
         signature = infer_signature(example, bundle.booster.predict(example.to_numpy()))
-        info = mlflow.lightgbm.log_model(bundle.booster, name="model", signature=signature, input_example=example)
+        info = mlflow.lightgbm.log_model(
+            bundle.booster,
+            name="model",
+            signature=signature,
+            input_example=example,
+            pip_requirements=_serving_requirements(),  # stated: inferring them loads the model in a subprocess
+        )
     return run_id, info.model_uri, getattr(info, "model_id", None)
+
+
+def _serving_requirements() -> list[str]:
+    """Pinned packages `mlflow models serve` needs for the LightGBM flavour: this environment's versions."""
+    from importlib.metadata import version
+
+    return [f"{p}=={version(p)}" for p in ("mlflow", "lightgbm", "numpy", "pandas", "scikit-learn", "scipy")]
 
 
 # ---------------------------------------------------------------------------------------------
