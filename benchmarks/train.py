@@ -27,30 +27,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def machine() -> dict[str, Any]:
-    """CPU, memory, Python and library versions, and how busy the machine was."""
-    import platform
-    from importlib.metadata import version
+    """The shared machine description (benchmarks.common)."""
+    from benchmarks.common import machine as common_machine
 
-    model = "unknown"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    ram_gb = None
-    meminfo = Path("/proc/meminfo")
-    if meminfo.exists():
-        kb = int(meminfo.read_text().split("MemTotal:")[1].split()[0])
-        ram_gb = round(kb / 1024**2, 1)
-    return {
-        "cpu_count": os.cpu_count(),
-        "cpu_model": model,
-        "ram_gb": ram_gb,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "versions": {p: version(p) for p in ("lightgbm", "mlflow", "feast", "great-expectations", "pandas")},
-    }
+    return common_machine()
 
 
 def prepare(workdir: Path, users: int, days: int, seed: int) -> dict[str, float]:

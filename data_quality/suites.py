@@ -206,18 +206,8 @@ def scoring_traffic(
     rows, and no feature time after the transaction (ages and gaps are never negative).
     """
     suite = gx.ExpectationSuite(name="scoring_traffic")
-    request = [
-        "amount_usd",
-        "log_amount_usd",
-        "type_code",
-        "asset_code",
-        "payment_method_code",
-        "channel_code",
-        "hour_of_day",
-        "day_of_week",
-        "is_outgoing",
-        "is_onchain",
-    ]
+    # request features that every transaction has (the "new ..." flags and ages come from stored rows)
+    request = F.REQUEST_FEATURES[: F.REQUEST_FEATURES.index("is_onchain") + 1]
     ages = ["seconds_since_prev_txn", "account_age_days", "address_age_days", "device_age_days", "ip_age_days"]
     expectations: list[Any] = [
         E.ExpectTableColumnsToMatchSet(column_set=[*BASE_COLUMNS, *F.model_feature_names()], exact_match=False),
