@@ -6,7 +6,7 @@ would be), then times `fraud train` end to end as a user runs it (a fresh
 process: point-in-time retrieval, data-quality suite, LightGBM, baselines, evaluation, MLflow logging
 and registration). `seconds_1m` is that wall time scaled to exactly one million labelled transactions.
 
-Usage: .venv/bin/python benchmarks/train.py [--users 23400 --days 60 --workdir /tmp/bench-train]
+Usage: .venv/bin/python -m benchmarks.train [--users 23400 --days 60 --workdir /tmp/bench-train] [--reuse]
 Writes benchmarks/results/train.json and prints a table.
 """
 
