@@ -70,3 +70,15 @@ def recover(manifest_dir: Path, folders: list[Path]) -> tuple[int, int]:
                 staged.unlink()
                 dropped += 1
     return finished, dropped
+
+
+def write_part(final: Path, table: pa.Table, batch: AtomicBatch | None = None) -> Path:
+    """Write one Parquet part: staged in `batch` when given, else written aside and renamed into place."""
+    if batch is not None:
+        batch.stage(final, table)
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_suffix(".tmp")
+    pq.write_table(table, tmp)
+    tmp.rename(final)
+    return final

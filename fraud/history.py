@@ -15,7 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fraud.atomic import AtomicBatch
+from fraud.atomic import AtomicBatch, write_part
 from fraud.contracts import LABEL_SCHEMA, TRANSACTION_SCHEMA
 
 SCHEMAS = {"transactions": TRANSACTION_SCHEMA, "labels": LABEL_SCHEMA}
@@ -40,13 +40,7 @@ def append(
     table = pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
     final = target / f"part-{stamp}-{tag or 'x'}-{uuid.uuid4().hex[:8]}.parquet"
-    if batch is not None:
-        batch.stage(final, table)
-        return final
-    tmp = final.with_suffix(".tmp")
-    pq.write_table(table, tmp)
-    tmp.rename(final)
-    return final
+    return write_part(final, table, batch)
 
 
 def parts(data_dir: Path, kind: str) -> list[Path]:

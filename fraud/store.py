@@ -16,7 +16,7 @@ from feast import FeatureStore, RepoConfig
 from feast.data_source import PushMode
 
 from feature_repo.repo import ALL_VIEWS, SERVICE_NAME, STREAMING_VIEWS, definitions, feast_type, view_path
-from fraud.atomic import AtomicBatch
+from fraud.atomic import AtomicBatch, write_part
 from fraud.settings import FeatureStoreSettings
 
 log = logging.getLogger(__name__)
@@ -106,13 +106,7 @@ def write_offline(
     table = pa.Table.from_pandas(rows[cols], schema=schema, preserve_index=False)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
     final = folder / f"part-{stamp}-{run_id or uuid.uuid4().hex[:8]}.parquet"
-    if batch is not None:
-        batch.stage(final, table)
-        return final
-    tmp = final.with_suffix(".tmp")
-    pq.write_table(table, tmp)
-    tmp.rename(final)
-    return final
+    return write_part(final, table, batch)
 
 
 def latest_per_entity(view: str, rows: pd.DataFrame) -> pd.DataFrame:

@@ -32,7 +32,7 @@ class Site:
 def chromium() -> str:
     binary = find_chromium()
     if binary is None:
-        pytest.skip("no chromium and cannot install it (apt-get as root)")
+        pytest.fail("no chromium and cannot install it: apt-get install chromium (as root)")
     return binary
 
 
