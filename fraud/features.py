@@ -415,67 +415,92 @@ def address_list_rows(address_lists: pd.DataFrame) -> pd.DataFrame:
 
 # ---------------------------------------------------------------------------------------------
 # Request-time features: the request itself joined with the stored rows strictly before it.
+#
+# Both functions below take "columns": a DataFrame (training, backtests: a million rows) or a dict of
+# column name -> 1-D numpy array (the scorer: a handful of requests, where building DataFrames would
+# cost more than the features). Times are tz-aware pandas columns or numpy datetime64 (UTC).
+
+Columns = Any  # pd.DataFrame | Mapping[str, np.ndarray]
+
+
+def _values(frame: Columns, name: str) -> np.ndarray:
+    v = frame[name]
+    return v.to_numpy() if isinstance(v, pd.Series) else np.asarray(v)
+
+
+def _floats(frame: Columns, name: str, n: int) -> np.ndarray:
+    """A column as float64 (NaN where missing or not numeric); all NaN when the column is absent."""
+    if name not in frame:
+        return np.full(n, np.nan)
+    v = frame[name]
+    if isinstance(v, pd.Series):
+        if v.dtype == object:
+            v = pd.to_numeric(v, errors="coerce")
+        return v.to_numpy(dtype=np.float64, na_value=np.nan)
+    v = np.asarray(v)
+    if v.dtype == object:
+        return pd.to_numeric(pd.Series(v), errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    return v.astype(np.float64)
 
 
 def _micros(values: Any) -> np.ndarray:
     """UTC times as float64 microseconds since the epoch (NaN where missing)."""
+    if isinstance(values, np.ndarray) and values.dtype.kind == "M":
+        us = values.astype("datetime64[us]")
+        out = us.astype(np.int64).astype(np.float64)
+        out[np.isnat(us)] = np.nan
+        return out
     ts = pd.to_datetime(values, utc=True)
     ts = pd.DatetimeIndex(ts) if not isinstance(ts, pd.DatetimeIndex) else ts
-    us = ts.as_unit("us").asi8.astype(np.float64)
-    us[ts.isna()] = np.nan
-    return us
+    out = ts.as_unit("us").asi8.astype(np.float64)
+    out[ts.isna()] = np.nan
+    return out
 
 
-def request_features(txns: pd.DataFrame, stored: pd.DataFrame) -> pd.DataFrame:
+def _rows(frame: Columns) -> int:
+    if isinstance(frame, pd.DataFrame):
+        return len(frame)
+    return len(next(iter(frame.values()))) if frame else 0
+
+
+def request_columns(txns: Columns, stored: Columns) -> dict[str, np.ndarray]:
     """Request-time features for transactions, given the stored feature values known before each one.
 
     `txns` are canonical transactions; `stored` is aligned row by row with them and holds the user,
-    counterparty, account and list features (missing entities as NaN/NaT). The scorer calls this with
-    one online-store row per request; training with the point-in-time join. Same code, same values.
+    counterparty, account and list features (missing entities as NaN/NaT, or absent columns). The
+    scorer calls this with the online-store rows of its requests; training with the point-in-time
+    join. Same code, same values.
     """
-    n = len(txns)
-    ts = pd.DatetimeIndex(pd.to_datetime(txns["event_time"], utc=True))
-    t = ts.as_unit("us").asi8
+    t = _micros(_values(txns, "event_time")).astype(np.int64)  # event_time is never missing
+    n = len(t)
     out: dict[str, np.ndarray] = {}
-    usd = txns["amount_usd"].to_numpy(dtype=np.float64)
+    usd = _floats(txns, "amount_usd", n)
     out["amount_usd"] = usd
     out["log_amount_usd"] = np.log1p(usd)
     for field in ("type", "asset", "payment_method", "channel"):
         codes = CATEGORY_CODES[field]
-        out[f"{field}_code"] = np.fromiter((codes[v] for v in txns[field].to_numpy()), dtype=np.int64, count=n)
-    out["hour_of_day"] = ts.hour.to_numpy()
-    out["day_of_week"] = ts.dayofweek.to_numpy()
-    types = txns["type"].to_numpy()
+        out[f"{field}_code"] = np.fromiter((codes[v] for v in _values(txns, field)), dtype=np.int64, count=n)
+    out["hour_of_day"] = (t // (3600 * US)) % 24
+    out["day_of_week"] = (t // (86400 * US) + 3) % 7  # 1970-01-01 was a Thursday; Monday is 0
+    types = _values(txns, "type")
     outgoing = np.isin(types, OUTGOING)
     out["is_outgoing"] = outgoing.astype(np.int64)
     out["is_onchain"] = (
-        txns["destination_address"].notna().to_numpy() | txns["source_address"].notna().to_numpy()
+        pd.notna(_values(txns, "destination_address")) | pd.notna(_values(txns, "source_address"))
     ).astype(np.int64)
-
-    def col(name: str) -> np.ndarray | None:
-        return stored[name].to_numpy() if name in stored else None
 
     def seconds_since(name: str) -> np.ndarray:
         if name not in stored:
             return np.full(n, np.nan)
-        return (t - _micros(stored[name].to_numpy())) / US
+        return (t - _micros(_values(stored, name))) / US
 
-    def floats(name: str) -> np.ndarray:
-        if name not in stored:
-            return np.full(n, np.nan)
-        return (
-            pd.to_numeric(stored[name], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-            if stored[name].dtype == object
-            else stored[name].to_numpy(dtype=np.float64, na_value=np.nan)
-        )
-
-    has_user = ~np.isnan(floats("txn_count_total"))
+    has_user = ~np.isnan(_floats(stored, "txn_count_total", n))
     for name, field in KNOWN_SETS.items():
-        known = col(f"known_{name}_30d")
-        values = txns[DISTINCT_USER_FIELDS[name]].to_numpy()
-        if known is None:
+        values = _values(txns, DISTINCT_USER_FIELDS[name])
+        if f"known_{name}_30d" not in stored:
             flag = np.ones(n, dtype=np.int64)
         else:
+            known = _values(stored, f"known_{name}_30d")
             flag = np.array(
                 [0 if isinstance(k, str) and v in k.split(SEP) else 1 for v, k in zip(values, known, strict=True)],
                 dtype=np.int64,
@@ -484,24 +509,29 @@ def request_features(txns: pd.DataFrame, stored: pd.DataFrame) -> pd.DataFrame:
         out[field] = np.where(present, flag, 0)
     out["seconds_since_prev_txn"] = seconds_since("last_event_time")
     out["account_age_days"] = seconds_since("signup_time") / 86400.0
-    mean = floats("usd_mean_30d")
-    std = floats("usd_std_30d")
+    mean = _floats(stored, "usd_mean_30d", n)
+    std = _floats(stored, "usd_std_30d", n)
     with np.errstate(divide="ignore", invalid="ignore"):
         out["amount_z_30d"] = (usd - mean) / np.where(std > 0, std, np.nan)
         out["amount_to_mean_30d"] = usd / np.where(mean > 0, mean, np.nan)
-        amount = txns["amount"].to_numpy(dtype=np.float64)
+        amount = _floats(txns, "amount", n)
         balance = np.full(n, np.nan)
-        assets = txns["asset"].to_numpy()
+        assets = _values(txns, "asset")
         for a in ASSETS:
             if f"balance_{a}" in stored:
                 sel = assets == a
-                balance[sel] = floats(f"balance_{a}")[sel]
+                balance[sel] = _floats(stored, f"balance_{a}", n)[sel]
         share = amount / np.where(balance > 0, balance, np.nan)
         share = np.where(np.isnan(share) & outgoing & has_user, 10.0, share)
         out["balance_share_leaving"] = np.where(outgoing, share, 0.0)
     for kind in COUNTERPARTIES:
         out[f"{kind}_age_days"] = seconds_since(f"{kind}_first_seen") / 86400.0
-    return pd.DataFrame({k: out[k] for k in REQUEST_FEATURES}, index=txns.index)
+    return {k: out[k] for k in REQUEST_FEATURES}
+
+
+def request_features(txns: pd.DataFrame, stored: pd.DataFrame) -> pd.DataFrame:
+    """`request_columns` as a DataFrame aligned with `txns` (training and backtests)."""
+    return pd.DataFrame(request_columns(txns, stored), index=txns.index)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -525,23 +555,22 @@ def model_feature_names() -> list[str]:
     return numeric + REQUEST_FEATURES
 
 
-def model_matrix(stored: pd.DataFrame, request: pd.DataFrame) -> pd.DataFrame:
-    """The float matrix the model scores: `model_feature_names()` columns, missing values as NaN."""
-    cols = model_feature_names()
-    n = max(len(stored), len(request))
-    matrix = np.full((n, len(cols)), np.nan)
-    position = {c: j for j, c in enumerate(cols)}
-    taken: set[str] = set()
-    for frame in (request, stored):  # a name in both: the request's value, as `concat` + `[c]` never allowed
-        names = [c for c in frame.columns if c in position and c not in taken]
-        if not names:
-            continue
-        taken.update(names)
-        sub = frame[names]
-        odd = [c for c, dt in sub.dtypes.items() if dt.kind not in "biuf"]
-        if odd:
-            sub = sub.copy()
-            for c in odd:
-                sub[c] = pd.to_numeric(sub[c], errors="coerce")
-        matrix[: len(sub), [position[c] for c in names]] = sub.to_numpy(dtype=np.float64, na_value=np.nan)
-    return pd.DataFrame(matrix, columns=cols)
+_MODEL_COLUMNS = tuple(model_feature_names())
+
+
+def model_array(stored: Columns, request: Columns) -> np.ndarray:
+    """The float matrix the model scores: `model_feature_names()` columns, missing values as NaN.
+
+    A name in both inputs takes the request's value."""
+    n = _rows(request)
+    matrix = np.full((n, len(_MODEL_COLUMNS)), np.nan)
+    for j, c in enumerate(_MODEL_COLUMNS):
+        source = request if c in request else stored if c in stored else None
+        if source is not None:
+            matrix[:, j] = _floats(source, c, n)
+    return matrix
+
+
+def model_matrix(stored: Columns, request: Columns) -> pd.DataFrame:
+    """`model_array` with its column names."""
+    return pd.DataFrame(model_array(stored, request), columns=list(_MODEL_COLUMNS))

@@ -134,6 +134,10 @@ class ScorerSettings(FeatureStoreSettings):
     scorer_microbatch_max: int = Field(128, ge=1, description="most transactions scored in one model call")
     scorer_microbatch_wait_ms: float = Field(0.0, ge=0, description="extra wait to fill a micro-batch")
     scorer_top_reasons: int = Field(3, ge=1, le=20)
+    scorer_explain: Literal["flagged", "all"] = Field(
+        "flagged",
+        description="reason codes for review/decline (and requests with ?explain=true), or for every decision",
+    )
     scorer_lgbm_threads: int = Field(1, ge=1, description="LightGBM threads per worker")
     scorer_audit_enabled: bool = True
     scorer_audit_topic: str = TOPIC_SCORES

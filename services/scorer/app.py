@@ -181,19 +181,21 @@ def _install_routes(app: FastAPI) -> None:
     @app.post(
         "/v1/score", response_model=ScoreResponse, responses={401: {"model": ErrorBody}, 503: {"model": ErrorBody}}
     )
-    async def score(txn: Transaction, service: Service, client: ApiKey) -> Response:
-        """Score one transaction: calibrated fraud probability, decision and reason codes."""
-        (result,) = await service.score([txn])
+    async def score(txn: Transaction, service: Service, client: ApiKey, explain: bool = False) -> Response:
+        """Score one transaction: calibrated fraud probability, decision and reason codes.
+
+        Reason codes come with every review and decline; `explain=true` asks for them on an approval too."""
+        (result,) = await service.score([txn], explain)
         return _json(ScoreResponse.of(result))
 
     @app.post("/v1/score/batch", response_model=BatchResponse, responses={401: {"model": ErrorBody}})
-    async def score_batch(batch: BatchRequest, service: Service, client: ApiKey) -> Response:
+    async def score_batch(batch: BatchRequest, service: Service, client: ApiKey, explain: bool = False) -> Response:
         """Score up to FRAUD_SCORER_BATCH_MAX transactions in one call."""
         limit = service.settings.scorer_batch_max
         if len(batch.transactions) > limit:
             field = ErrorField(field="transactions", message=f"at most {limit} transactions per batch")
             return _json(ErrorBody(error="invalid request", fields=[field]), 422)
-        results = await service.score(batch.transactions)
+        results = await service.score(batch.transactions, explain)
         version = results[0].model_version if results else ""
         return _json(BatchResponse(model_version=version, results=[ScoreResponse.of(r) for r in results]))
 

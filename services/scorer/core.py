@@ -1,9 +1,15 @@
 """The scorer's pure core: transactions plus their online feature rows in, scores, decisions and reasons out.
 
-No I/O. Features come from `fraud.features` (`request_features`, `model_matrix`), the code training
-uses, so the model sees the same values for a transaction online as it saw offline. Reason codes are
-LightGBM's per-feature contributions (TreeSHAP, in raw-score units): they sum with the base value to
-the model's raw score, which the calibration maps to the probability served as `score`.
+No I/O. Features come from `fraud.features` (`request_columns`, `model_array`), the code training
+uses, so the model sees the same values for a transaction online as it saw offline; the scorer hands
+it plain numpy columns because a DataFrame per request would cost more than the features.
+
+Reason codes are LightGBM's per-feature contributions (TreeSHAP, in raw-score units): they sum with
+the base value to the model's raw score, which the calibration maps to the probability served as
+`score`. TreeSHAP costs about 100x a prediction (about 2 ms a row for a 400-tree model), so the raw
+score comes from `predict` and contributions are computed only for the transactions that need a
+reason: every review and decline, and any transaction whose caller asks (`explain`). With the
+`explain_all` policy every transaction is explained.
 """
 
 from __future__ import annotations
@@ -11,21 +17,21 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import numpy as np
-import pandas as pd
 
 from feature_repo.repo import ALL_VIEWS
 from fraud import features as F
-from fraud.contracts import Transaction, transaction_record
+from fraud.contracts import Transaction
 
 # Which request field holds each view's entity key (a transaction without it has no row to miss).
 VIEW_KEYS: dict[str, str] = {view: entity.join_key for view, (entity, _) in ALL_VIEWS.items()}
 TIME_FEATURES = frozenset(n for n in F.stored_feature_names() if n.endswith(("_time", "_first_seen")))
 TEXT_FEATURES = frozenset(n for n in F.stored_feature_names() if n.startswith("known_"))
-NUMERIC_STORED = [n for n in F.stored_feature_names() if n not in TIME_FEATURES and n not in TEXT_FEATURES]
+NUMERIC_SET = frozenset(F.stored_feature_names()) - TIME_FEATURES - TEXT_FEATURES
+MODEL_FEATURES = F.model_feature_names()
 
 
 class ScoringModel(Protocol):
@@ -36,6 +42,10 @@ class ScoringModel(Protocol):
 
     @property
     def feature_names(self) -> list[str]: ...
+
+    def margin(self, X: np.ndarray) -> np.ndarray:
+        """The raw score (log-odds before calibration)."""
+        ...
 
     def contributions(self, X: np.ndarray) -> np.ndarray:
         """Per-feature contributions to the raw score, with the base value as the last column."""
@@ -90,9 +100,10 @@ class Scored:
     score: float
     decision: str
     raw_score: float
-    base_value: float
+    explained: bool
+    base_value: float | None
     reasons: list[Reason]
-    other_contribution: float
+    other_contribution: float | None
     degraded: bool
     missing: list[str]
     freshness: dict[str, Freshness]
@@ -190,35 +201,50 @@ def describe(feature: str) -> str:
 # Scoring.
 
 
-def transactions_frame(txns: Sequence[Transaction]) -> pd.DataFrame:
-    """Transactions as rows of the canonical table (what `request_features` takes in training too)."""
-    frame = pd.DataFrame([transaction_record(t) for t in txns])
-    frame["event_time"] = pd.to_datetime(frame["event_time"], utc=True)
-    return frame
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+_TEXT_FIELDS = ("device_id", "ip_address", "country", "destination_address", "source_address")
+_ENUM_FIELDS = ("type", "asset", "payment_method", "channel")
 
 
-def stored_frame(rows: OnlineRows, n: int) -> pd.DataFrame:
-    """The online values as the stored-feature frame training builds: NaN/NaT where missing."""
-    absent = [None] * n
-    block = np.array(
-        [[np.nan if v is None else v for v in rows.values.get(name, absent)] for name in NUMERIC_STORED],
-        dtype=np.float64,
-    ).reshape(len(NUMERIC_STORED), n)
-    others: dict[str, Any] = {}
-    for name in TIME_FEATURES:
-        others[name] = pd.to_datetime(pd.Series(rows.values.get(name, absent), dtype=object), utc=True)
-    for name in TEXT_FEATURES:
-        others[name] = pd.Series(rows.values.get(name, absent), dtype=object)
-    numeric = pd.DataFrame(block.T, columns=NUMERIC_STORED)
-    return pd.concat([numeric, pd.DataFrame(others, index=numeric.index)], axis=1)
+def _datetime64(values: Sequence[datetime | None]) -> np.ndarray:
+    """Aware datetimes as UTC datetime64[us] (NaT for None)."""
+    out = np.empty(len(values), dtype="datetime64[us]")
+    for i, v in enumerate(values):
+        out[i] = np.datetime64("NaT") if v is None else np.datetime64((v - _EPOCH) // _US, "us")
+    return out
 
 
-def model_inputs(txns: Sequence[Transaction], rows: OnlineRows) -> pd.DataFrame:
-    """The model matrix for a batch, through the same feature code as training."""
-    tx = transactions_frame(txns)
-    stored = stored_frame(rows, len(txns))
-    request = F.request_features(tx, stored)
-    return F.model_matrix(stored, request)
+def transaction_columns(txns: Sequence[Transaction]) -> dict[str, np.ndarray]:
+    """The request fields the feature code reads, as numpy columns."""
+    cols: dict[str, np.ndarray] = {"event_time": _datetime64([t.event_time for t in txns])}
+    cols["amount"] = np.array([float(t.amount) for t in txns], dtype=np.float64)
+    cols["amount_usd"] = np.array([float(t.amount_usd) for t in txns], dtype=np.float64)
+    for name in _ENUM_FIELDS:
+        cols[name] = np.array([getattr(t, name).value for t in txns], dtype=object)
+    for name in _TEXT_FIELDS:
+        cols[name] = np.array([getattr(t, name) for t in txns], dtype=object)
+    return cols
+
+
+def stored_columns(rows: OnlineRows, n: int) -> dict[str, np.ndarray]:
+    """The online values as numpy columns: float (NaN where missing), datetime64 (NaT) or text."""
+    cols: dict[str, np.ndarray] = {}
+    for name, values in rows.values.items():
+        if name in TIME_FEATURES:
+            cols[name] = _datetime64(values)
+        elif name in TEXT_FEATURES:
+            cols[name] = np.array(values, dtype=object)
+        elif name in NUMERIC_SET:
+            cols[name] = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+    return cols
+
+
+def model_inputs(txns: Sequence[Transaction], rows: OnlineRows) -> np.ndarray:
+    """The model matrix for a batch (`fraud.features.model_feature_names()` columns)."""
+    tx = transaction_columns(txns)
+    stored = stored_columns(rows, len(txns))
+    return F.model_array(stored, F.request_columns(tx, stored))
 
 
 def missing_groups(txn: Transaction, rows: OnlineRows, i: int) -> list[str]:
@@ -265,30 +291,42 @@ def score_batch(
     txns: Sequence[Transaction],
     rows: OnlineRows,
     top_k: int = 3,
+    explain: Sequence[bool] | None = None,
 ) -> list[Scored]:
-    """Score a batch: one feature pass, one contributions call; the raw score is their sum."""
+    """Score a batch: one feature pass and one `predict`; contributions for the rows that need reasons.
+
+    A row is explained when its decision is review or decline, or when `explain[i]` is true.
+    """
     if not txns:
         return []
-    X = model_inputs(txns, rows)
-    if list(X.columns) != list(model.feature_names):
+    if list(model.feature_names) != MODEL_FEATURES:
         raise ValueError("the model's feature list differs from fraud.features.model_feature_names()")
-    matrix = X.to_numpy(dtype=np.float64)
-    contrib = np.asarray(model.contributions(matrix), dtype=np.float64)
-    margin = contrib.sum(axis=1)
+    matrix = model_inputs(txns, rows)
+    margin = np.asarray(model.margin(matrix), dtype=np.float64)
     p = np.asarray(model.proba_from_margin(margin), dtype=np.float64)
     decisions = model.decide(p)
-    names = list(X.columns)
+    wanted = [d != "approve" or bool(explain and explain[i]) for i, d in enumerate(decisions)]
+    chosen = [i for i, w in enumerate(wanted) if w]
+    contrib: dict[int, np.ndarray] = {}
+    if chosen:
+        block = np.asarray(model.contributions(matrix[chosen]), dtype=np.float64)
+        contrib = dict(zip(chosen, block, strict=True))
     out = []
     for i, txn in enumerate(txns):
-        reasons = top_reasons(names, contrib[i, :-1], matrix[i], top_k)
-        base = float(contrib[i, -1])
-        other = float(margin[i] - base - sum(r.contribution for r in reasons))
+        reasons: list[Reason] = []
+        base = other = None
+        if i in contrib:
+            c = contrib[i]
+            reasons = top_reasons(MODEL_FEATURES, c[:-1], matrix[i], top_k)
+            base = float(c[-1])
+            other = float(margin[i] - base - sum(r.contribution for r in reasons))
         out.append(
             Scored(
                 transaction=txn,
                 score=float(p[i]),
                 decision=str(decisions[i]),
                 raw_score=float(margin[i]),
+                explained=i in contrib,
                 base_value=base,
                 reasons=reasons,
                 other_contribution=other,
@@ -312,6 +350,7 @@ def audit_record(s: Scored, feature_names: Sequence[str], scored_at: datetime) -
         "score": s.score,
         "decision": s.decision,
         "raw_score": s.raw_score,
+        "explained": s.explained,
         "base_value": s.base_value,
         "reason_codes": [r.code for r in s.reasons],
         "degraded": s.degraded,

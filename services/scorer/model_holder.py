@@ -32,6 +32,10 @@ class ServedModel:
     thresholds: dict[str, float] = field(default_factory=dict)
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
+    def margin(self, X: np.ndarray) -> np.ndarray:
+        """Raw scores from the bundle's booster."""
+        return np.asarray(self.bundle.margin(X), dtype=np.float64)
+
     def contributions(self, X: np.ndarray) -> np.ndarray:
         """Per-feature contributions (last column: base value), from the bundle's booster."""
         return np.asarray(self.bundle.contributions(X), dtype=np.float64)

@@ -35,11 +35,15 @@ class ScoreResponse(BaseModel):
     transaction_id: str
     score: float = Field(ge=0.0, le=1.0, description="calibrated fraud probability")
     decision: Decision
-    reason_codes: list[ReasonCode] = Field(description="the features that raised the score most, largest first")
+    reason_codes: list[ReasonCode] = Field(
+        description="the features that raised the score most, largest first; given for every review and "
+        "decline, and for approvals when asked (?explain=true, or FRAUD_SCORER_EXPLAIN=all)"
+    )
+    explained: bool = Field(description="whether reason codes, base_value and other_contribution were computed")
     model_version: str
     raw_score: float = Field(description="the model's raw score (log-odds) before calibration")
-    base_value: float = Field(description="the raw score of an average transaction")
-    other_contribution: float = Field(
+    base_value: float | None = Field(description="the raw score of an average transaction (null: not explained)")
+    other_contribution: float | None = Field(
         description="what the other features add: base_value + reason contributions + this = raw_score"
     )
     degraded: bool = Field(description="true when the online store was unreachable: request features only")
@@ -54,6 +58,7 @@ class ScoreResponse(BaseModel):
             score=s.score,
             decision=s.decision,
             reason_codes=[ReasonCode(**vars(r)) for r in s.reasons],
+            explained=s.explained,
             model_version=s.model_version,
             raw_score=s.raw_score,
             base_value=s.base_value,

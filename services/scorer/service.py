@@ -37,7 +37,7 @@ class ScoringService:
         self.reader = reader
         self.metrics = metrics
         self.audit = audit
-        self.batcher: MicroBatcher[Transaction, core.Scored] = MicroBatcher(
+        self.batcher: MicroBatcher[tuple[Transaction, bool], core.Scored] = MicroBatcher(
             self.process,
             max_rows=settings.scorer_microbatch_max,
             max_wait_s=settings.scorer_microbatch_wait_ms / 1000.0,
@@ -52,12 +52,14 @@ class ScoringService:
             return False
         return self.settings.scorer_store_down == "degraded" or self.reader.healthy
 
-    async def score(self, txns: Sequence[Transaction]) -> list[core.Scored]:
-        """Score transactions through the micro-batcher."""
-        return await self.batcher.submit(txns)
+    async def score(self, txns: Sequence[Transaction], explain: bool = False) -> list[core.Scored]:
+        """Score transactions through the micro-batcher; `explain` asks reasons for approvals too."""
+        explain = explain or self.settings.scorer_explain == "all"
+        return await self.batcher.submit([(t, explain) for t in txns])
 
-    def process(self, txns: list[Transaction]) -> list[core.Scored]:
+    def process(self, items: list[tuple[Transaction, bool]]) -> list[core.Scored]:
         """Score one micro-batch (runs on the batch thread)."""
+        txns = [t for t, _ in items]
         model = self.holder.current  # read once: the whole batch uses this model even if a swap happens now
         if model is None:
             raise ModelUnavailable("no model loaded")
@@ -67,7 +69,9 @@ class ScoringService:
             if self.settings.scorer_store_down == "unavailable":
                 raise
             rows = core.OnlineRows.unavailable(len(txns))
-        results = core.score_batch(model, txns, rows, top_k=self.settings.scorer_top_reasons)
+        results = core.score_batch(
+            model, txns, rows, top_k=self.settings.scorer_top_reasons, explain=[e for _, e in items]
+        )
         if self.audit is not None:
             self.audit.publish(results, model.feature_names)
         m = self.metrics

@@ -157,7 +157,7 @@ def _audit(bootstrap: str, topic: str, transaction_id: str, timeout: float = 30.
 
 
 def test_response_contract_and_audit_record(client: TestClient, world: World, kafka_bootstrap: str) -> None:
-    resp = client.post("/v1/score", json=world.transaction())
+    resp = client.post("/v1/score", json=world.transaction(), params={"explain": "true"})
     assert resp.status_code == 200, resp.text
     body = resp.json()
     assert set(body) == {
@@ -165,6 +165,7 @@ def test_response_contract_and_audit_record(client: TestClient, world: World, ka
         "score",
         "decision",
         "reason_codes",
+        "explained",
         "model_version",
         "raw_score",
         "base_value",
@@ -175,7 +176,7 @@ def test_response_contract_and_audit_record(client: TestClient, world: World, ka
     }
     assert body["transaction_id"] == world.target.transaction_id and body["model_version"] == world.v1
     assert 0.0 <= body["score"] <= 1.0 and body["decision"] in ("approve", "review", "decline")
-    assert not body["degraded"] and "user_activity" in body["feature_freshness"]
+    assert body["explained"] and not body["degraded"] and "user_activity" in body["feature_freshness"]
     assert body["feature_freshness"]["user_activity"]["age_seconds"] > 0  # the row is from before the transaction
     for reason in body["reason_codes"]:
         assert reason["contribution"] > 0 and reason["description"] and " " in reason["description"]
@@ -186,6 +187,9 @@ def test_response_contract_and_audit_record(client: TestClient, world: World, ka
     assert record["score"] == body["score"] and record["decision"] == body["decision"]
     assert record["model_version"] == world.v1 and record["transaction"]["user_id"] == world.target.user_id
     assert set(record["features"]) == set(F.model_feature_names())
+    plain = client.post("/v1/score", json=world.transaction(transaction_id="not-asked")).json()
+    assert plain["score"] == body["score"]
+    assert plain["explained"] == (plain["decision"] != "approve")  # reasons by default only where acted upon
 
 
 def test_served_features_and_score_equal_the_training_row(

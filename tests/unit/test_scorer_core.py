@@ -9,11 +9,12 @@ from typing import Any
 
 import lightgbm as lgb
 import numpy as np
+import pandas as pd
 import pytest
 
 from feature_repo.repo import ALL_VIEWS
 from fraud import features as F
-from fraud.contracts import Transaction
+from fraud.contracts import Transaction, transaction_record
 from services.scorer import core
 from services.scorer.batcher import MicroBatcher
 from services.scorer.model_holder import ModelHolder, ServedModel
@@ -120,10 +121,11 @@ def test_every_model_feature_has_plain_words() -> None:
 def test_reasons_and_base_value_sum_to_the_raw_score() -> None:
     bundle = TinyBundle()
     txns = [txn(1), txn(2, amount_usd=5.0), txn(3, device_id="dev-B")]
-    results = core.score_batch(served(bundle), txns, online_rows(txns), top_k=3)
-    X = core.model_inputs(txns, online_rows(txns)).to_numpy()
+    results = core.score_batch(served(bundle), txns, online_rows(txns), top_k=3, explain=[True] * 3)
+    X = core.model_inputs(txns, online_rows(txns))
     raw = bundle.margin(X)
     for r, m, p in zip(results, raw, bundle.proba(X), strict=True):
+        assert r.explained
         assert r.raw_score == pytest.approx(m, abs=1e-9)
         assert r.base_value + sum(x.contribution for x in r.reasons) + r.other_contribution == pytest.approx(
             m, abs=1e-9
@@ -136,9 +138,40 @@ def test_reasons_and_base_value_sum_to_the_raw_score() -> None:
         assert r.model_version == "1" and not r.degraded
 
 
+def test_only_flagged_or_requested_transactions_are_explained() -> None:
+    """TreeSHAP runs for review/decline and for rows asked to explain; approvals otherwise carry no reasons."""
+    bundle = TinyBundle()
+    txns = [txn(1, amount_usd=0.01, device_id="dev-B"), txn(2, amount_usd=0.6, device_id="dev-B"), txn(3)]
+    rows = online_rows(txns)
+    low, mid, high = sorted(bundle.proba(core.model_inputs(txns, rows)))
+    bundle.thresholds = {"review": (low + mid) / 2, "decline": (mid + high) / 2}  # one of each decision
+    plain = core.score_batch(served(bundle), txns, rows)
+    asked = core.score_batch(served(bundle), txns, rows, explain=[True, True, True])
+    for a, b in zip(plain, asked, strict=True):
+        assert a.score == b.score and a.decision == b.decision and a.raw_score == b.raw_score
+        assert a.explained == (a.decision != "approve")
+        assert b.explained
+        if not a.explained:
+            assert a.reasons == [] and a.base_value is None and a.other_contribution is None
+    assert sorted(r.decision for r in plain) == ["approve", "decline", "review"]
+
+
+def test_scorer_matrix_equals_the_training_matrix() -> None:
+    """The scorer's numpy columns and training's DataFrames go through one feature code, to the same values."""
+    txns = [txn(1), txn(2, device_id="dev-B", asset="ETH", type="buy", payment_method="card", destination_address=None)]
+    rows = online_rows(txns)
+    frame = pd.DataFrame([transaction_record(t) for t in txns])
+    frame["event_time"] = pd.to_datetime(frame["event_time"], utc=True)
+    stored = pd.DataFrame({k: pd.Series(v, dtype=object) for k, v in rows.values.items()})
+    for name in core.TIME_FEATURES & set(stored):
+        stored[name] = pd.to_datetime(stored[name], utc=True)
+    training = F.model_matrix(stored, F.request_features(frame, stored)).to_numpy()
+    np.testing.assert_array_equal(core.model_inputs(txns, rows), training)
+
+
 def test_request_features_come_from_the_shared_feature_code() -> None:
     txns = [txn(1), txn(2, device_id="dev-B", asset="ETH", type="buy", payment_method="card", destination_address=None)]
-    X = core.model_inputs(txns, online_rows(txns)).set_index(np.array(["tx1", "tx2"]))
+    X = pd.DataFrame(core.model_inputs(txns, online_rows(txns)), columns=NAMES, index=["tx1", "tx2"])
     assert list(X.columns) == NAMES
     assert X.loc["tx1", "new_device"] == 1 and X.loc["tx2", "new_device"] == 0  # dev-B is known to the user
     assert X.loc["tx1", "seconds_since_prev_txn"] == pytest.approx(7200.0)
