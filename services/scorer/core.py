@@ -64,11 +64,12 @@ class ScoringModel(Protocol):
 class OnlineRows:
     """What the online store returned for a batch, aligned with its transactions.
 
-    `values` maps each stored feature to one value per transaction (None where absent); `as_of`
+    `values` maps each stored feature to one value per transaction: a numpy column (NaN/NaT/None
+    where absent) or a list (None where absent); `as_of`
     maps each view to the event time of the row read per transaction (None: no row).
     """
 
-    values: Mapping[str, Sequence[Any]]
+    values: Mapping[str, np.ndarray | Sequence[Any]]
     as_of: Mapping[str, Sequence[datetime | None]]
     degraded: bool = False
 
@@ -228,10 +229,14 @@ def transaction_columns(txns: Sequence[Transaction]) -> dict[str, np.ndarray]:
 
 
 def stored_columns(rows: OnlineRows, n: int) -> dict[str, np.ndarray]:
-    """The online values as numpy columns: float (NaN where missing), datetime64 (NaT) or text."""
+    """The online values as numpy columns: float (NaN where missing), datetime64 (NaT) or text (None).
+
+    The Feast edge already returns such columns; plain Python lists (None where missing) are converted."""
     cols: dict[str, np.ndarray] = {}
     for name, values in rows.values.items():
-        if name in TIME_FEATURES:
+        if isinstance(values, np.ndarray):
+            cols[name] = values
+        elif name in TIME_FEATURES:
             cols[name] = _datetime64(values)
         elif name in TEXT_FEATURES:
             cols[name] = np.array(values, dtype=object)
