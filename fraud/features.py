@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from fraud.contracts import Asset, TransactionType
 
@@ -111,7 +113,7 @@ CATEGORY_CODES: dict[str, dict[str, int]] = {
 
 
 # ---------------------------------------------------------------------------------------------
-# Window primitives over rows sorted by (group, time).
+# Window primitives over rows sorted by (group, time, order).
 
 
 def to_micros(ts: pd.Series) -> np.ndarray:
@@ -143,91 +145,113 @@ class _Ranker:
         return len(self.values) + 1
 
 
-def _window_bounds(g: np.ndarray, t: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """For rows sorted by (g, t, order): [start, end) = rows j of the same group, j <= i, t_j > t_i - w."""
-    rank = _Ranker.of(t, t - width)
-    key = g * rank.span + rank(t)
-    start = np.searchsorted(key, g * rank.span + rank(t - width), side="right")
-    end = np.arange(1, len(t) + 1)
-    return start, end
+@dataclass(frozen=True)
+class _Groups:
+    """Rows sorted by (group, time, order), searchable by (group, time) for every window width given."""
+
+    g: np.ndarray
+    t: np.ndarray
+    rank: _Ranker
+    key: np.ndarray  # g * span + rank(t), ascending
+    first: np.ndarray  # the row starts its group
+    group_start: np.ndarray  # position of the first row of the row's group
+
+    @classmethod
+    def of(cls, g: np.ndarray, t: np.ndarray, widths: list[int]) -> _Groups:
+        rank = _Ranker.of(t, *(t - w for w in widths), *(t + w for w in widths))
+        n = len(t)
+        first = np.r_[True, g[1:] != g[:-1]] if n else np.zeros(0, dtype=bool)
+        group_start = np.maximum.accumulate(np.where(first, np.arange(n), 0)) if n else np.zeros(0, dtype=np.int64)
+        return cls(g, t, rank, g * rank.span + rank(t), first, group_start)
+
+    def _search(self, times: np.ndarray, side: Any) -> np.ndarray:
+        return np.searchsorted(self.key, self.g * self.rank.span + self.rank(times), side=side).astype(np.int64)
+
+    def window_start(self, width: int) -> np.ndarray:
+        """First row j of the row's group with t_j > t_i - w: the window of row i is rows [start, i]."""
+        return self._search(self.t - width, "right")
+
+    def window_leave(self, width: int) -> np.ndarray:
+        """First row k of the row's group (or the next group's first row) with t_k >= t_i + w."""
+        return self._search(self.t + width, "left")
 
 
-def _window_sum(x: np.ndarray, start: np.ndarray, end: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """Sum of x over rows [start, end) of one group, from running sums that restart at each group.
+def _group_cumsum(columns: dict[str, np.ndarray], g: np.ndarray) -> dict[str, np.ndarray]:
+    """Running sums that restart at each group, for several columns in one pass.
 
     Restarting keeps the float error proportional to the entity's own history, not to the whole
     table's, so the stream (recent history) and the backfill (all history) agree to ~1e-15.
     """
-    cs = pd.Series(x, dtype="float64").groupby(g, sort=False).cumsum().to_numpy()
-    first = np.r_[True, g[1:] != g[:-1]] if len(g) else np.zeros(0, dtype=bool)
-    group_start = np.maximum.accumulate(np.where(first, np.arange(len(g)), 0))
-    before = np.where(start > group_start, cs[np.maximum(start - 1, 0)], 0.0)
-    return cs[end - 1] - before
+    sums = pd.DataFrame(columns, dtype="float64").groupby(g, sort=False).cumsum()
+    return {name: sums[name].to_numpy() for name in columns}
 
 
-def _window_distinct(g: np.ndarray, t: np.ndarray, v: np.ndarray, width: int, present: np.ndarray) -> np.ndarray:
-    """Distinct values of v (where present) among rows j <= i of the same group with t_j > t_i - w.
+def _window_sum(cs: np.ndarray, start: np.ndarray, groups: _Groups) -> np.ndarray:
+    """Sum over rows [start, i] of one group, from the group's running sums `cs`."""
+    return cs - np.where(start > groups.group_start, cs[np.maximum(start - 1, 0)], 0.0)
 
-    Each row j covers the rows from itself up to (not including) the first row that either repeats
-    its value or falls out of its window; the distinct count at row i is the number of covering rows:
-    (rows started by i) - (rows whose cover ended by i). Rows are sorted by (g, t, order).
-    """
-    n = len(t)
-    pos = np.arange(n)
-    rank = _Ranker.of(t, t + width)
-    key = g * rank.span + rank(t)
-    # first row of the same group with t_k >= t_j + w: j's window cover ends there at the latest
-    out_of_window = np.searchsorted(key, g * rank.span + rank(t + width), side="left")
+
+def _next_repeat(g: np.ndarray, v: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """For each present row, the next row of the same group with the same value (n when none)."""
+    n = len(g)
     idx = np.flatnonzero(present)
-    gv_order = idx[np.lexsort((pos[idx], v[idx], g[idx]))]
+    by_value = idx[np.argsort(g[idx] * (int(v.max(initial=0)) + 1) + v[idx], kind="stable")]
     repeat = np.full(n, n, dtype=np.int64)
-    same = (g[gv_order][1:] == g[gv_order][:-1]) & (v[gv_order][1:] == v[gv_order][:-1])
-    repeat[gv_order[:-1][same]] = gv_order[1:][same]
-    end = np.minimum(out_of_window, repeat)[idx]
-    first_of_group = np.r_[True, g[1:] != g[:-1]] if n else np.zeros(0, dtype=bool)
-    group_start = np.maximum.accumulate(np.where(first_of_group, pos, 0))
-    started = np.searchsorted(idx, pos, side="right") - np.searchsorted(idx, group_start, side="left")
-    ends = np.sort(end)
-    ended = np.searchsorted(ends, pos, side="right") - np.searchsorted(ends, group_start, side="right")
+    gs, vs = g[by_value], v[by_value]
+    same = (gs[1:] == gs[:-1]) & (vs[1:] == vs[:-1])
+    repeat[by_value[:-1][same]] = by_value[1:][same]
+    return repeat
+
+
+def _window_distinct(groups: _Groups, present: np.ndarray, repeat: np.ndarray, leave: np.ndarray) -> np.ndarray:
+    """Distinct values (where present) among the rows of each row's window.
+
+    Each present row j covers the rows from itself up to (not including) the first row that either
+    repeats its value or is past its window (`leave`); the distinct count at row i is the number of
+    covering rows: (rows of the group started by i) - (rows whose cover ended by i).
+    """
+    n = len(present)
+    started = np.cumsum(present)
+    started = started - (started - present)[groups.group_start]
+    ends = np.minimum(leave, repeat)[present]
+    ended = np.cumsum(np.bincount(ends, minlength=n + 1))[:n]
+    ended = ended - ended[groups.group_start]
     return (started - ended).astype(np.int64)
 
 
-def _known_sets(g: np.ndarray, t: np.ndarray, values: np.ndarray, width: int) -> list[str]:
-    """Per row (sorted by g, t, order): the group's distinct values in its window, sorted, joined by SEP.
+def _set_text(window: list[str]) -> str:
+    """The distinct values of a window (in row order), at most KNOWN_CAP most recent, sorted, joined."""
+    recent = list(dict.fromkeys(reversed(window)))[:KNOWN_CAP]
+    return SEP.join(sorted(recent))
 
-    At most KNOWN_CAP values are kept (the most recently seen). The text is rebuilt only when the
-    membership changes, which is rare: most events reuse a known device, IP, country or address.
+
+def _known_sets(
+    groups: _Groups, values: np.ndarray, present: np.ndarray, repeat: np.ndarray, width: int, distinct: np.ndarray
+) -> np.ndarray:
+    """Per row: the group's distinct values in its window (at most KNOWN_CAP, the most recently seen).
+
+    The text is built only at rows where the set can change (the group's first row, a value new to
+    the window, a value leaving it, a set over the cap) and carried forward to the other rows.
     """
-    n = len(t)
-    out: list[str] = [""] * n
-    last_seen: dict[str, int] = {}
-    text = ""
-    tl = t.tolist()
-    gl = g.tolist()
-    for i in range(n):
-        changed = False
-        if i == 0 or gl[i] != gl[i - 1]:
-            last_seen = {}
-            changed = True
-        v = values[i]
-        if v is not None and v == v:  # skip None and NaN
-            key = str(v)
-            if key not in last_seen:
-                changed = True
-            last_seen[key] = tl[i]
-        cutoff = tl[i] - width
-        if last_seen and min(last_seen.values()) <= cutoff:
-            for k in [k for k, seen in last_seen.items() if seen <= cutoff]:
-                del last_seen[k]
-            changed = True
-        if len(last_seen) > KNOWN_CAP:
-            for k in sorted(last_seen, key=last_seen.__getitem__)[: len(last_seen) - KNOWN_CAP]:
-                del last_seen[k]
-            changed = True
-        if changed:
-            text = SEP.join(sorted(last_seen))
-        out[i] = text
-    return out
+    n = len(values)
+    pos = np.arange(n)
+    leave = groups.window_leave(width)
+    idx = np.flatnonzero(present)
+    prev = np.full(n, -1, dtype=np.int64)
+    repeated = repeat[idx] < n
+    prev[repeat[idx][repeated]] = idx[repeated]
+    added = present & ((prev < 0) | (leave[np.maximum(prev, 0)] <= pos))
+    left = np.zeros(n + 1, dtype=bool)
+    left[leave[idx][leave[idx] < repeat[idx]]] = True
+    capped = distinct > KNOWN_CAP
+    change = groups.first | added | left[:n] | capped | np.r_[False, capped[:-1]]
+    seen = np.cumsum(present)
+    lo = (seen - present)[groups.window_start(width)]
+    vals = [str(x) for x in values[idx]]
+    at = np.flatnonzero(change)
+    texts = np.empty(n, dtype=object)
+    texts[at] = [_set_text(vals[a:b]) for a, b in zip(lo[at].tolist(), seen[at].tolist(), strict=True)]
+    return texts[np.maximum.accumulate(np.where(change, pos, 0))] if n else texts
 
 
 def _codes(*series: pd.Series) -> list[np.ndarray]:
@@ -245,12 +269,21 @@ def _codes(*series: pd.Series) -> list[np.ndarray]:
 # Entity feature rows.
 
 
-def prepare_events(events: pd.DataFrame) -> pd.DataFrame:
-    """Canonical events sorted by (event_time, transaction_id), with int64 microsecond times."""
-    df = events.copy()
-    df["_t"] = to_micros(df["event_time"])
-    df = df.sort_values(["_t", "transaction_id"], kind="stable").reset_index(drop=True)
-    return df
+def _grouped(events: pd.DataFrame, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The events that have `key`, ordered by (key, event_time, transaction_id).
+
+    Returns their positions in `events`, their group codes (numbered by first appearance in time)
+    and their int64 microsecond times.
+    """
+    t = to_micros(events["event_time"])
+    ids = pa.array(events["transaction_id"], type=pa.string())
+    by_time = pc.sort_indices(pa.table({"t": t, "id": ids}), sort_keys=[("t", "ascending"), ("id", "ascending")])
+    order = by_time.to_numpy()
+    order = order[events[key].notna().to_numpy()[order]]
+    (g,) = _codes(pd.Series(events[key].to_numpy()[order]))
+    regroup = np.argsort(g, kind="stable")
+    rows = order[regroup]
+    return rows, g[regroup], t[rows]
 
 
 def user_features(events: pd.DataFrame, carry: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -259,32 +292,41 @@ def user_features(events: pd.DataFrame, carry: pd.DataFrame | None = None) -> pd
     `carry` (indexed by user_id) holds what the rows before `events` contributed to the running
     totals (`txn_count_total`, `balance_<ASSET>`); the streaming path passes it, the backfill not.
     """
-    df = prepare_events(events)
-    n = len(df)
-    (g,) = _codes(df["user_id"])
-    order = np.lexsort((np.arange(n), df["_t"].to_numpy(), g))
-    d = df.iloc[order].reset_index(drop=True)
-    g, t = g[order], d["_t"].to_numpy()
-    usd = d["amount_usd"].to_numpy(dtype=np.float64)
-    types = d["type"].to_numpy()
+    at, g, t = _grouped(events, "user_id")
+    n = len(at)
+
+    def column(name: str, dtype: Any = None) -> np.ndarray:
+        return events[name].to_numpy(dtype=dtype)[at]
+
+    groups = _Groups.of(g, t, list(WINDOWS.values()))
+    usd = column("amount_usd", np.float64)
+    types = column("type")
+    summed = {"usd": usd, "usd_sq": usd * usd}
+    for typ in TYPES:
+        is_t = (types == typ).astype(np.float64)
+        summed |= {f"{typ}_n": is_t, f"{typ}_usd": usd * is_t}
+    cs = _group_cumsum(summed, g)
+    values = {name: column(col) for name, col in DISTINCT_USER_FIELDS.items()}
+    codes = {name: _codes(pd.Series(v))[0] for name, v in values.items()}
+    repeats = {name: _next_repeat(g, v, v >= 0) for name, v in codes.items()}
     out: dict[str, np.ndarray] = {}
-    known: dict[str, list[str]] = {}
+    known: dict[str, np.ndarray] = {}
     for w, width in WINDOWS.items():
-        start, end = _window_bounds(g, t, width)
-        out[f"txn_count_{w}"] = (end - start).astype(np.int64)
-        out[f"usd_sum_{w}"] = _window_sum(usd, start, end, g)
+        start = groups.window_start(width)
+        leave = groups.window_leave(width)
+        out[f"txn_count_{w}"] = (np.arange(1, n + 1) - start).astype(np.int64)
+        out[f"usd_sum_{w}"] = _window_sum(cs["usd"], start, groups)
         for typ in TYPES:
-            is_t = (types == typ).astype(np.float64)
-            out[f"{typ}_count_{w}"] = np.rint(_window_sum(is_t, start, end, g)).astype(np.int64)
-            out[f"{typ}_usd_{w}"] = _window_sum(usd * is_t, start, end, g)
-        for name, col in DISTINCT_USER_FIELDS.items():
-            values = d[col]
-            (v,) = _codes(values)
-            out[f"distinct_{name}_{w}"] = _window_distinct(g, t, v, width, present=v >= 0)
+            out[f"{typ}_count_{w}"] = np.rint(_window_sum(cs[f"{typ}_n"], start, groups)).astype(np.int64)
+            out[f"{typ}_usd_{w}"] = _window_sum(cs[f"{typ}_usd"], start, groups)
+        for name in DISTINCT_USER_FIELDS:
+            present = codes[name] >= 0
+            out[f"distinct_{name}_{w}"] = _window_distinct(groups, present, repeats[name], leave)
             if w == "30d":
-                known[f"known_{name}_30d"] = _known_sets(g, t, values.to_numpy(), width)
+                distinct = out[f"distinct_{name}_{w}"]
+                known[f"known_{name}_30d"] = _known_sets(groups, values[name], present, repeats[name], width, distinct)
         if w == "30d":
-            sq = _window_sum(usd * usd, start, end, g)
+            sq = _window_sum(cs["usd_sq"], start, groups)
             cnt = out["txn_count_30d"].astype(np.float64)
             mean = out["usd_sum_30d"] / cnt
             out["usd_mean_30d"] = mean
@@ -293,9 +335,9 @@ def user_features(events: pd.DataFrame, carry: pd.DataFrame | None = None) -> pd
             out["usd_std_30d"] = np.sqrt(np.where(var > 1e-9 * mean * mean, var, 0.0))
     out["last_event_time"] = t
     # Running totals over all history (plus what came before, from `carry`).
-    first_of_group = np.r_[True, g[1:] != g[:-1]]
+    first_of_group = groups.first
     group_id = np.cumsum(first_of_group) - 1
-    users = d["user_id"].to_numpy()
+    users = column("user_id")
 
     def running(x: np.ndarray, carry_col: str) -> np.ndarray:
         cs = np.cumsum(x)
@@ -308,14 +350,14 @@ def user_features(events: pd.DataFrame, carry: pd.DataFrame | None = None) -> pd
 
     out["txn_count_total"] = np.rint(running(np.ones(n), "txn_count_total")).astype(np.int64)
     sign = np.where(np.isin(types, OUTGOING), -1.0, 1.0)
-    amount = d["amount"].to_numpy(dtype=np.float64)
-    assets = d["asset"].to_numpy()
+    amount = column("amount", np.float64)
+    assets = column("asset")
     for a in ASSETS:
         out[f"balance_{a}"] = running(np.where(assets == a, sign * amount, 0.0), f"balance_{a}")
     rows = pd.DataFrame(out)
     rows.insert(0, "user_id", users)
     rows.insert(1, "event_timestamp", from_micros(t))
-    rows.insert(2, "transaction_id", d["transaction_id"].to_numpy())
+    rows.insert(2, "transaction_id", column("transaction_id"))
     rows["last_event_time"] = from_micros(t)
     for col, sets in known.items():
         rows[col] = sets
@@ -337,23 +379,21 @@ def counterparty_features(
     `carry` (indexed by entity) holds `<kind>_first_seen` from before `events` (streaming path).
     """
     col = COUNTERPARTIES[kind]
-    df = prepare_events(events)
-    df = df[df[col].notna()].reset_index(drop=True)
-    n = len(df)
-    (g,) = _codes(df[col])
-    order = np.lexsort((np.arange(n), df["_t"].to_numpy(), g))
-    d = df.iloc[order].reset_index(drop=True)
-    g, t = g[order], d["_t"].to_numpy()
-    (u,) = _codes(d["user_id"])
+    at, g, t = _grouped(events, col)
+    n = len(at)
+    groups = _Groups.of(g, t, list({**SHORT_WINDOWS, **RISK_WINDOWS}.values()))
+    (u,) = _codes(pd.Series(events["user_id"].to_numpy()[at]))
+    everyone = np.ones(n, dtype=bool)
+    users_repeat = _next_repeat(g, u, everyone)
     out: dict[str, np.ndarray] = {}
     for w, width in SHORT_WINDOWS.items():
-        start, end = _window_bounds(g, t, width)
-        out[f"{kind}_txn_count_{w}"] = (end - start).astype(np.int64)
-        out[f"{kind}_distinct_users_{w}"] = _window_distinct(g, t, u, width, present=np.ones(n, dtype=bool))
-    first_of_group = np.r_[True, g[1:] != g[:-1]] if n else np.zeros(0, dtype=bool)
-    group_id = np.cumsum(first_of_group) - 1
-    first_seen = t[first_of_group][group_id] if n else t
-    entities = d[col].to_numpy()
+        start = groups.window_start(width)
+        out[f"{kind}_txn_count_{w}"] = (np.arange(1, n + 1) - start).astype(np.int64)
+        leave = groups.window_leave(width)
+        out[f"{kind}_distinct_users_{w}"] = _window_distinct(groups, everyone, users_repeat, leave)
+    group_id = np.cumsum(groups.first) - 1
+    first_seen = t[groups.first][group_id] if n else t
+    entities = events[col].to_numpy()[at]
     if carry is not None and f"{kind}_first_seen" in carry and n:
         prior = pd.Series(entities).map(carry[f"{kind}_first_seen"]).to_numpy(dtype="float64")
         first_seen = np.where(np.isnan(prior), first_seen, np.minimum(first_seen, np.nan_to_num(prior)))
@@ -366,21 +406,20 @@ def counterparty_features(
     for w, width in RISK_WINDOWS.items():
         counts = np.zeros(n, dtype=np.int64)
         if lab is not None and len(lab):
-            gq, gl = _codes(d[col], lab[col])
+            gq, gl = _codes(pd.Series(entities), lab[col])
             lt = to_micros(lab["label_time"])
             rank = _Ranker.of(t, t - width, lt)
             lkey = np.sort(gl * rank.span + rank(lt))
             hi = np.searchsorted(lkey, gq * rank.span + rank(t), side="right")
             lo = np.searchsorted(lkey, gq * rank.span + rank(t - width), side="right")
             counts = (hi - lo).astype(np.int64)
-        lo_w, hi_w = _window_bounds(g, t, width)
-        activity = hi_w - lo_w
+        activity = np.arange(1, n + 1) - groups.window_start(width)
         out[f"{kind}_fraud_count_{w}"] = counts
         out[f"{kind}_fraud_rate_{w}"] = counts / np.maximum(activity, 1)
     rows = pd.DataFrame(out)
     rows.insert(0, col, entities)
     rows.insert(1, "event_timestamp", from_micros(t))
-    rows.insert(2, "transaction_id", d["transaction_id"].to_numpy())
+    rows.insert(2, "transaction_id", events["transaction_id"].to_numpy()[at])
     rows[f"{kind}_first_seen"] = from_micros(out[f"{kind}_first_seen"])
     return rows
 
