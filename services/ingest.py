@@ -31,7 +31,7 @@ from pydantic import ValidationError
 from fraud import atomic, history
 from fraud import features as F
 from fraud import store as S
-from fraud.contracts import DeadLetter, Transaction, transaction_record
+from fraud.contracts import TRANSACTION_SCHEMA, DeadLetter, Transaction, transaction_record
 from fraud.feature_state import FeatureState
 from fraud.kafka import commit_offsets, make_consumer, make_producer, poll_batch, wait_for_broker
 from fraud.settings import IngestSettings
@@ -350,25 +350,41 @@ class Ingestor:
 
 
 def gx_batch_check(settings: IngestSettings) -> Callable[[pd.DataFrame], tuple[bool, str]]:
-    """The Great Expectations check run on every micro-batch."""
-    from data_quality.runner import validate
+    """The Great Expectations check run on every micro-batch.
+
+    The suite is built here, before the first batch (that costs seconds). Data Docs pages of sampled
+    passing batches are written in the background, one at a time; a failing batch's page is written
+    before the check returns.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from data_quality.docs import docs_dir_for, publish
+    from data_quality.runner import ValidationSummary, validate
 
     every = settings.ingest_data_docs_every
     checked = [0]
+    publisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="data-docs")
+
+    def run(frame: pd.DataFrame) -> ValidationSummary:
+        hour = pd.Timestamp.now(tz="UTC").floor("h").to_pydatetime()  # bounds move with the clock, hourly
+        return validate(frame, "ingest_batch", max_skew_hours=settings.ingest_max_event_skew_hours, now=hour)
+
+    def document(summary: ValidationSummary, batch: str) -> None:
+        try:  # the docs are for people: failing to write them never stops ingestion
+            publish(summary, docs_dir_for(settings.data_dir), run_name="ingest", batch=batch)
+        except Exception:
+            log.exception("could not publish the batch check to Data Docs")
 
     def check(frame: pd.DataFrame) -> tuple[bool, str]:
-        hour = pd.Timestamp.now(tz="UTC").floor("h").to_pydatetime()  # bounds move with the clock, hourly
-        summary = validate(frame, "ingest_batch", max_skew_hours=settings.ingest_max_event_skew_hours, now=hour)
+        summary = run(frame)
         if every and (checked[0] % every == 0 or not summary.success):  # sampled, failures always
-            from data_quality.docs import docs_dir_for, publish
-
-            try:  # the docs are for people: failing to write them never stops ingestion
-                publish(summary, docs_dir_for(settings.data_dir), run_name="ingest", batch=f"batch-{checked[0]}")
-            except Exception:
-                log.exception("could not publish the batch check to Data Docs")
+            page = publisher.submit(document, summary, f"batch-{checked[0]}")
+            if not summary.success:
+                page.result()
         checked[0] += 1
         return summary.success, summary.report()
 
+    run(TRANSACTION_SCHEMA.empty_table().to_pandas())
     return check
 
 
