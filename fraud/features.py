@@ -134,7 +134,8 @@ class _Ranker:
 
     @classmethod
     def of(cls, *arrays: np.ndarray) -> _Ranker:
-        values = np.sort(np.concatenate([a.astype(np.int64) for a in arrays]))  # sort + dedupe beats np.unique
+        # stable sort merges the ascending runs callers pass; sort + dedupe beats np.unique
+        values = np.sort(np.concatenate([a.astype(np.int64) for a in arrays]), kind="stable")
         return cls(values[np.r_[True, values[1:] != values[:-1]]] if len(values) else values)
 
     def __call__(self, a: np.ndarray) -> np.ndarray:
@@ -147,33 +148,43 @@ class _Ranker:
 
 @dataclass(frozen=True)
 class _Groups:
-    """Rows sorted by (group, time, order), searchable by (group, time) for every window width given."""
+    """Rows sorted by (group, time, order), searchable by (group, time) for every window width given.
+
+    Ranks are looked up in time order (`time_rank`): ascending queries make the binary searches cheap.
+    """
 
     g: np.ndarray
     t: np.ndarray
+    in_time: np.ndarray  # row i is the in_time[i]-th event in time order
     rank: _Ranker
     key: np.ndarray  # g * span + rank(t), ascending
     first: np.ndarray  # the row starts its group
     group_start: np.ndarray  # position of the first row of the row's group
 
     @classmethod
-    def of(cls, g: np.ndarray, t: np.ndarray, widths: list[int]) -> _Groups:
-        rank = _Ranker.of(t, *(t - w for w in widths), *(t + w for w in widths))
+    def of(cls, g: np.ndarray, t: np.ndarray, in_time: np.ndarray, widths: list[int]) -> _Groups:
+        ascending = np.empty_like(t)
+        ascending[in_time] = t
+        rank = _Ranker.of(ascending, *(ascending - w for w in widths), *(ascending + w for w in widths))
         n = len(t)
         first = np.r_[True, g[1:] != g[:-1]] if n else np.zeros(0, dtype=bool)
         group_start = np.maximum.accumulate(np.where(first, np.arange(n), 0)) if n else np.zeros(0, dtype=np.int64)
-        return cls(g, t, rank, g * rank.span + rank(t), first, group_start)
+        key = g * rank.span + rank(ascending)[in_time]
+        return cls(g, t, in_time, rank, key, first, group_start)
 
-    def _search(self, times: np.ndarray, side: Any) -> np.ndarray:
-        return np.searchsorted(self.key, self.g * self.rank.span + self.rank(times), side=side).astype(np.int64)
+    def _search(self, shift: int, side: Any) -> np.ndarray:
+        ascending = np.empty_like(self.t)
+        ascending[self.in_time] = self.t + shift
+        query = self.g * self.rank.span + self.rank(ascending)[self.in_time]
+        return np.searchsorted(self.key, query, side=side).astype(np.int64)
 
     def window_start(self, width: int) -> np.ndarray:
         """First row j of the row's group with t_j > t_i - w: the window of row i is rows [start, i]."""
-        return self._search(self.t - width, "right")
+        return self._search(-width, "right")
 
     def window_leave(self, width: int) -> np.ndarray:
         """First row k of the row's group (or the next group's first row) with t_k >= t_i + w."""
-        return self._search(self.t + width, "left")
+        return self._search(width, "left")
 
 
 def _group_cumsum(columns: dict[str, np.ndarray], g: np.ndarray) -> dict[str, np.ndarray]:
@@ -219,10 +230,9 @@ def _window_distinct(groups: _Groups, present: np.ndarray, repeat: np.ndarray, l
     return (started - ended).astype(np.int64)
 
 
-def _set_text(window: list[str]) -> str:
-    """The distinct values of a window (in row order), at most KNOWN_CAP most recent, sorted, joined."""
-    recent = list(dict.fromkeys(reversed(window)))[:KNOWN_CAP]
-    return SEP.join(sorted(recent))
+def _recent_text(window: list[str]) -> str:
+    """The KNOWN_CAP most recently seen distinct values of a window (in row order), sorted, joined."""
+    return SEP.join(sorted(list(dict.fromkeys(reversed(window)))[:KNOWN_CAP]))
 
 
 def _known_sets(
@@ -247,10 +257,12 @@ def _known_sets(
     change = groups.first | added | left[:n] | capped | np.r_[False, capped[:-1]]
     seen = np.cumsum(present)
     lo = (seen - present)[groups.window_start(width)]
-    vals = [str(x) for x in values[idx]]
-    at = np.flatnonzero(change)
+    vals = list(map(str, values[idx]))
     texts = np.empty(n, dtype=object)
-    texts[at] = [_set_text(vals[a:b]) for a, b in zip(lo[at].tolist(), seen[at].tolist(), strict=True)]
+    at = np.flatnonzero(change & ~capped)
+    texts[at] = [SEP.join(sorted(set(vals[a:b]))) for a, b in zip(lo[at].tolist(), seen[at].tolist(), strict=True)]
+    at = np.flatnonzero(capped)
+    texts[at] = [_recent_text(vals[a:b]) for a, b in zip(lo[at].tolist(), seen[at].tolist(), strict=True)]
     return texts[np.maximum.accumulate(np.where(change, pos, 0))] if n else texts
 
 
@@ -269,11 +281,11 @@ def _codes(*series: pd.Series) -> list[np.ndarray]:
 # Entity feature rows.
 
 
-def _grouped(events: pd.DataFrame, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _grouped(events: pd.DataFrame, key: str, widths: list[int]) -> tuple[np.ndarray, _Groups]:
     """The events that have `key`, ordered by (key, event_time, transaction_id).
 
-    Returns their positions in `events`, their group codes (numbered by first appearance in time)
-    and their int64 microsecond times.
+    Returns their positions in `events` and their groups (numbered by first appearance in time),
+    searchable over the window `widths`.
     """
     t = to_micros(events["event_time"])
     ids = pa.array(events["transaction_id"], type=pa.string())
@@ -283,7 +295,7 @@ def _grouped(events: pd.DataFrame, key: str) -> tuple[np.ndarray, np.ndarray, np
     (g,) = _codes(pd.Series(events[key].to_numpy()[order]))
     regroup = np.argsort(g, kind="stable")
     rows = order[regroup]
-    return rows, g[regroup], t[rows]
+    return rows, _Groups.of(g[regroup], t[rows], regroup, widths)
 
 
 def user_features(events: pd.DataFrame, carry: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -292,13 +304,12 @@ def user_features(events: pd.DataFrame, carry: pd.DataFrame | None = None) -> pd
     `carry` (indexed by user_id) holds what the rows before `events` contributed to the running
     totals (`txn_count_total`, `balance_<ASSET>`); the streaming path passes it, the backfill not.
     """
-    at, g, t = _grouped(events, "user_id")
-    n = len(at)
+    at, groups = _grouped(events, "user_id", list(WINDOWS.values()))
+    g, t, n = groups.g, groups.t, len(at)
 
     def column(name: str, dtype: Any = None) -> np.ndarray:
         return events[name].to_numpy(dtype=dtype)[at]
 
-    groups = _Groups.of(g, t, list(WINDOWS.values()))
     usd = column("amount_usd", np.float64)
     types = column("type")
     summed = {"usd": usd, "usd_sq": usd * usd}
@@ -379,9 +390,8 @@ def counterparty_features(
     `carry` (indexed by entity) holds `<kind>_first_seen` from before `events` (streaming path).
     """
     col = COUNTERPARTIES[kind]
-    at, g, t = _grouped(events, col)
-    n = len(at)
-    groups = _Groups.of(g, t, list({**SHORT_WINDOWS, **RISK_WINDOWS}.values()))
+    at, groups = _grouped(events, col, list({**SHORT_WINDOWS, **RISK_WINDOWS}.values()))
+    g, t, n = groups.g, groups.t, len(at)
     (u,) = _codes(pd.Series(events["user_id"].to_numpy()[at]))
     everyone = np.ones(n, dtype=bool)
     users_repeat = _next_repeat(g, u, everyone)
