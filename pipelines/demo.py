@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -196,6 +197,8 @@ def default_steps() -> list[Callable[[Demo], Any]]:
                 str(d.cfg.days),
                 "--seed",
                 str(d.cfg.seed),
+                "--start",  # the history ends yesterday: live transactions continue it
+                str(date.today() - timedelta(days=d.cfg.days + 1)),
                 "--fraud-rate",
                 str(d.cfg.fraud_rate),
             ),
@@ -263,7 +266,13 @@ def default_steps() -> list[Callable[[Demo], Any]]:
         from fraud.settings import TrafficSettings
         from services.traffic import send
 
-        settings = TrafficSettings(traffic_url=d.url, traffic_api_key=d.cfg.api_key, traffic_rate=50.0)
+        settings = TrafficSettings(  # the history's customers (same population), so their features are known
+            traffic_url=d.url,
+            traffic_api_key=d.cfg.api_key,
+            traffic_rate=50.0,
+            traffic_users=d.cfg.users,
+            traffic_seed=d.cfg.seed,
+        )
         with d.console.status(f"sending {d.cfg.sample} live transactions through the scorer ..."):
             d.traffic = send(settings, count=d.cfg.sample)
         if d.traffic.sent == 0 or d.traffic.errors == d.traffic.sent:
