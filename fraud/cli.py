@@ -326,7 +326,8 @@ def train(
     test_end: datetime | None = typer.Option(None, formats=["%Y-%m-%d"], help="end of the test period (exclusive)"),
     gap_days: float | None = typer.Option(None, help="label-delay gap before validation and test (default 7)"),
     cutoff: datetime | None = typer.Option(None, formats=["%Y-%m-%d"], help="labels known at (default: latest)"),
-    tune: bool = typer.Option(False, help="Optuna search within FRAUD_TRAIN_TUNE_SECONDS"),
+    tune: bool = typer.Option(False, help="Optuna search of the LightGBM parameters within a time budget"),
+    tune_seconds: float | None = typer.Option(None, help="--tune: time budget (default FRAUD_TRAIN_TUNE_SECONDS)"),
     report: Path | None = typer.Option(None, help="write the test metrics and the gate's verdict as JSON"),
     model_card: Path | None = typer.Option(None, help="also write the model card here (e.g. docs/MODEL_CARD.md)"),
 ) -> None:
@@ -336,6 +337,8 @@ def train(
     settings = _train_settings()
     if gap_days is not None:
         settings.train_gap_days = gap_days
+    if tune_seconds is not None:
+        settings.train_tune_seconds = tune_seconds
     options = TrainOptions(
         train_start=train_start,
         train_end=train_end,
@@ -373,6 +376,10 @@ def train(
         "recall by fraud type (model): "
         + ", ".join(f"{k} {v:.2f}" for k, v in result.metrics["model"]["recall_by_fraud_type"].items() if v is not None)
     )
+    if result.tuning:
+        t = result.tuning
+        budget = f"{t['trials']} trials in {t['seconds']:.0f}s (budget {t['budget_seconds']:.0f}s)"
+        typer.echo(f"tuning: {budget}, best valid AP {t['best_valid_ap']:.4f}: {t['best_params']}")
     typer.echo(f"thresholds: review {result.thresholds.review:.4f}, decline {result.thresholds.decline:.4f}")
     verdict = "champion" if result.promoted else "challenger"
     typer.echo(f"registered v{result.version} as {verdict}: {result.gate_reason} (run {result.run_id})")

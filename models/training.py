@@ -6,13 +6,14 @@ by default, seeded: four times less data to boost, every fraud kept) and `scale_
 the remaining negative/positive ratio) lifts the rare class without flattening the ranking. The raw
 margin is then calibrated on validation with Platt scaling (p = sigmoid(a * margin + b)), which keeps
 SHAP reason codes additive on the margin. `tune` searches the main parameters with Optuna's seeded TPE
-within a time budget.
+within a time budget; the best parameters are then refitted by `train` like the defaults.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,12 +97,17 @@ def dataset(
         feature_name=feature_names,
         reference=reference,
         free_raw_data=False,
-        params={"max_bin": BINS, "verbosity": -1},
+        # no pre-filter: the binned data must not depend on min_child_samples, which `tune` varies
+        params={"max_bin": BINS, "feature_pre_filter": False, "verbosity": -1},
     )
 
 
 def fit_booster(
-    train: lgb.Dataset, valid: lgb.Dataset, params: dict[str, Any], config: TrainConfig
+    train: lgb.Dataset,
+    valid: lgb.Dataset,
+    params: dict[str, Any],
+    config: TrainConfig,
+    *callbacks: Callable[[lgb.callback.CallbackEnv], None],
 ) -> tuple[lgb.Booster, int]:
     """Boost until validation average precision stops improving; return the booster cut at its best round."""
     booster = lgb.train(
@@ -110,7 +116,7 @@ def fit_booster(
         num_boost_round=config.max_rounds,
         valid_sets=[valid],
         valid_names=["valid"],
-        callbacks=[lgb.early_stopping(config.early_stopping_rounds, verbose=False)],
+        callbacks=[lgb.early_stopping(config.early_stopping_rounds, verbose=False), *callbacks],
     )
     best = int(booster.best_iteration or booster.current_iteration())
     return booster, best
@@ -169,6 +175,40 @@ def train(
     return FittedModel(booster, calibration, params, best, ap, seconds)
 
 
+@dataclass
+class TuneResult:
+    """What the Optuna search found and what it cost."""
+
+    params: dict[str, Any]  # every LightGBM parameter, to refit with
+    best: dict[str, Any]  # the searched parameters' best values
+    best_valid_ap: float
+    trials: int  # started, including any stopped at the deadline
+    completed: int
+    seconds: float
+    budget_seconds: float
+
+    def summary(self) -> dict[str, Any]:
+        """The figures, without the parameters (for MLflow params and reports)."""
+        return {
+            "trials": self.trials,
+            "completed": self.completed,
+            "seconds": round(self.seconds, 2),
+            "budget_seconds": self.budget_seconds,
+            "best_valid_ap": self.best_valid_ap,
+        }
+
+
+def deadline_callback(deadline: float) -> Callable[[lgb.callback.CallbackEnv], None]:
+    """A LightGBM callback that prunes the running Optuna trial once `deadline` (monotonic) has passed."""
+    import optuna
+
+    def check(env: lgb.callback.CallbackEnv) -> None:
+        if time.monotonic() >= deadline:
+            raise optuna.TrialPruned(f"time budget spent at round {env.iteration + 1}")
+
+    return check
+
+
 def tune(
     X_train: np.ndarray,
     y_train: np.ndarray,
@@ -178,16 +218,25 @@ def tune(
     config: TrainConfig | None = None,
     budget_seconds: float = 300.0,
     max_trials: int = 50,
-) -> dict[str, Any]:
-    """Optuna TPE search (seeded) of the main parameters on validation AP, within `budget_seconds`."""
+    progress: Callable[[str], None] | None = None,
+) -> TuneResult:
+    """Optuna TPE search (seeded) of the main parameters on validation AP, within `budget_seconds`.
+
+    The defaults are the first trial. No trial starts after the budget, and the trial running when it
+    runs out is pruned at its next boosting round, so the search overruns by one round at most.
+    With no trial completed in time, the defaults stand.
+    """
     import optuna
 
+    started = time.monotonic()
+    deadline = started + budget_seconds
     config = config or TrainConfig()
     X_train, y_train = subsample_negatives(X_train, y_train, config.negative_rate, config.seed)
     base = base_params(y_train, config)
     dtrain = dataset(X_train, y_train, feature_names)
     dvalid = dataset(X_valid, y_valid, feature_names, reference=dtrain)
     ratio = (len(y_train) - y_train.sum()) / max(y_train.sum(), 1)
+    stop_at_deadline = deadline_callback(deadline)
 
     def objective(trial: optuna.Trial) -> float:
         params = base | {
@@ -199,15 +248,30 @@ def tune(
             "lambda_l2": trial.suggest_float("lambda_l2", 1e-3, 30.0, log=True),
             "scale_pos_weight": trial.suggest_float("scale_pos_weight", 1.0, max(float(ratio), 2.0), log=True),
         }
-        booster, best = fit_booster(dtrain, dvalid, params, config)
+        booster, best = fit_booster(dtrain, dvalid, params, config, stop_at_deadline)
         margin = booster.predict(X_valid, raw_score=True, num_iteration=best)
         trial.set_user_attr("best_iteration", best)
         return float(average_precision_score(y_valid, margin))
+
+    def report(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if time.monotonic() >= deadline:
+            study.stop()
+        value = "pruned at the deadline" if trial.value is None else f"valid AP {trial.value:.4f}"
+        note = f"tune: trial {trial.number + 1}, {value}, {time.monotonic() - started:.0f}/{budget_seconds:.0f}s"
+        log.info("%s", note)
+        if progress is not None:
+            progress(note)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=config.seed))
     tuned = ("learning_rate", "num_leaves", "min_child_samples", "feature_fraction", "bagging_fraction", "lambda_l2")
     study.enqueue_trial({k: base[k] for k in (*tuned, "scale_pos_weight")})  # the defaults first
-    study.optimize(objective, n_trials=max_trials, timeout=budget_seconds)
-    log.info("optuna: %d trials, best valid AP %.4f: %s", len(study.trials), study.best_value, study.best_params)
-    return base | study.best_params
+    study.optimize(objective, n_trials=max_trials, callbacks=[report])
+    completed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    best = study.best_params if completed else {}
+    best_ap = study.best_value if completed else float("nan")
+    result = TuneResult(
+        base | best, best, best_ap, len(study.trials), len(completed), time.monotonic() - started, budget_seconds
+    )
+    log.info("optuna: %s, best params %s", result.summary(), best or "none completed: defaults")
+    return result

@@ -39,7 +39,7 @@ from models.bundle import MODEL_NAME, Calibration, ModelBundle, Thresholds
 from models.thresholds import CostModel
 
 if TYPE_CHECKING:
-    from models.training import FittedModel
+    from models.training import FittedModel, TuneResult
 
 SERVICE_NAME = "fraud_detection_v1"  # feature_repo.repo.SERVICE_NAME (imported lazily: Feast is slow to import)
 
@@ -199,6 +199,7 @@ class TrainResult:
     seconds: dict[str, float]
     params: dict[str, Any]
     best_iteration: int
+    tuning: dict[str, Any] | None = None  # `--tune`: trials, seconds, budget, best params
 
     def report(self) -> dict[str, Any]:
         """The `--report` JSON."""
@@ -219,6 +220,7 @@ class TrainResult:
             "data_quality": self.data_quality,
             "fingerprint": self.fingerprint,
             "best_iteration": self.best_iteration,
+            "tuning": self.tuning,
             "seconds": {k: round(v, 2) for k, v in self.seconds.items()},
         }
 
@@ -248,6 +250,10 @@ class _Phases:
         yield
         self.seconds[name] = time.perf_counter() - started
         self._progress.advance(self._task)
+
+    def note(self, text: str) -> None:
+        """Show what the current phase is doing (e.g. the tuning trial)."""
+        self._progress.update(self._task, description=text)
 
     def __enter__(self) -> _Phases:
         self._progress.start()
@@ -399,11 +405,19 @@ def run(settings: TrainSettings, options: TrainOptions | None = None) -> TrainRe
             )
             if options.max_rounds is not None:
                 config.max_rounds = options.max_rounds
-            params = None
+            tuning = None
             if options.tune:
-                params = training.tune(
-                    Xtr.to_numpy(), ytr, Xva.to_numpy(), yva, names, config, settings.train_tune_seconds
+                tuning = training.tune(
+                    Xtr.to_numpy(),
+                    ytr,
+                    Xva.to_numpy(),
+                    yva,
+                    names,
+                    config,
+                    settings.train_tune_seconds,
+                    progress=phase.note,
                 )
+            params = tuning.params if tuning else None
             fitted = training.train(Xtr.to_numpy(), ytr, Xva.to_numpy(), yva, names, config, params)
             bundle = ModelBundle(
                 booster=fitted.booster,
@@ -440,7 +454,7 @@ def run(settings: TrainSettings, options: TrainOptions | None = None) -> TrainRe
 
         with phase("log"):
             run_id, model_uri, model_id = _log_run(
-                settings, options, bundle, fitted, split, rows, metrics, scores, yte, Xte, dq, digest, cost
+                settings, options, bundle, fitted, tuning, split, rows, metrics, scores, yte, Xte, dq, digest, cost
             )
 
         with phase("register"):
@@ -480,6 +494,7 @@ def run(settings: TrainSettings, options: TrainOptions | None = None) -> TrainRe
         seconds=phase.seconds,
         params=fitted.params,
         best_iteration=fitted.best_iteration,
+        tuning=tuning.summary() | {"best_params": tuning.best} if tuning else None,
     )
     card = model_card(result, names)
     with tempfile.TemporaryDirectory() as tmp:
@@ -503,6 +518,7 @@ def _log_run(
     options: TrainOptions,
     bundle: ModelBundle,
     fitted: FittedModel,
+    tuning: TuneResult | None,
     split: Split,
     rows: dict[str, int],
     metrics: dict[str, dict[str, Any]],
@@ -538,7 +554,10 @@ def _log_run(
             | {f"rows_{k}": v for k, v in rows.items()}
             | {f"cost_{k}": v for k, v in cost.to_dict().items()}
             | {"fingerprint": digest}
+            | ({f"tune_{k}": v for k, v in tuning.summary().items()} if tuning else {})
         )
+        if tuning is not None:
+            mlflow.log_dict({"summary": tuning.summary(), "best_params": tuning.best}, "tuning.json")
         flat: dict[str, float] = {"valid_model_average_precision": fitted.valid_ap}
         for name, m in metrics.items():
             flat |= flat_metrics(f"test_{name}", m)
@@ -601,6 +620,12 @@ def _num(x: Any, digits: int = 3) -> str:
     return "n/a" if x is None or (isinstance(x, float) and not np.isfinite(x)) else f"{float(x):.{digits}f}"
 
 
+def _tuned(tuning: dict[str, Any] | None) -> str:
+    if tuning is None:
+        return ", default parameters"
+    return f", parameters from an Optuna search: {tuning['trials']} trials in {tuning['seconds']:.0f} s"
+
+
 def model_card(result: TrainResult, feature_names: list[str]) -> str:
     """`MODEL_CARD.md` for a run, from its own figures."""
     m = result.metrics
@@ -636,7 +661,8 @@ Gate: **{verdict}** ({result.gate_reason}).
 ## What it does
 Scores one exchange transaction (deposit, withdrawal, buy, sell, send, receive) with the probability
 that it is fraud, explains the score with per-feature SHAP contributions, and recommends approve,
-review or decline. LightGBM binary classifier ({result.best_iteration} trees), Platt-calibrated on validation.
+review or decline. LightGBM binary classifier ({result.best_iteration} trees{_tuned(result.tuning)}),
+Platt-calibrated on validation.
 
 ## Data
 - Labelled transactions from the history in `fraud.history` with point-in-time features (Feast
@@ -682,6 +708,14 @@ Each scorer's thresholds are chosen on validation with the same cost model.
 - At these thresholds on test: review rate {_pct(m["model"]["cost"]["review_rate"])}, decline rate
   {_pct(m["model"]["cost"]["decline_rate"])}, missed fraud ${m["model"]["cost"]["missed_fraud_usd"]:,.0f} of
   ${m["model"]["cost"]["fraud_usd_total"]:,.0f}.
+
+## Serving
+`fraud serve` loads the model with `bundle.json` from its run and returns the calibrated probability,
+the decision at the thresholds above and reason codes. The logged MLflow model is the raw LightGBM
+booster, so `mlflow models serve -m models:/{MODEL_NAME}/{result.version} --env-manager local` also serves it, but
+its `/invocations` output is the **uncalibrated** booster probability for the {len(feature_names)} model inputs
+(`fraud.features.model_matrix`): apply the calibration (p = sigmoid(a * margin + b)) and thresholds
+from `bundle.json` to get the scorer's score and decision.
 
 ## Limits
 - Trained on the project's simulator unless you backfill your own history: figures describe that
