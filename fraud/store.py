@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import sqlite3
 import uuid
@@ -68,8 +69,9 @@ def apply(settings: FeatureStoreSettings) -> FeatureStore:
     return store
 
 
-def ensure_offline_seed(offline_dir: Path) -> None:
-    """Each view folder needs one Parquet file with its schema before Feast can read it."""
+@functools.cache
+def offline_schema(view: str) -> pa.Schema:
+    """The Arrow schema of a view's offline Parquet files: entity key, event time, its features."""
     from feast.types import Float64, Int64, String, UnixTimestamp
 
     arrow: dict[Any, pa.DataType] = {
@@ -78,14 +80,19 @@ def ensure_offline_seed(offline_dir: Path) -> None:
         String: pa.string(),
         UnixTimestamp: pa.timestamp("us", "UTC"),
     }
-    for name, (entity, features) in ALL_VIEWS.items():
+    entity, features = ALL_VIEWS[view]
+    fields = [(entity.join_key, pa.string()), ("event_timestamp", pa.timestamp("us", "UTC"))]
+    return pa.schema(fields + [(f, arrow[feast_type(f)]) for f in features])
+
+
+def ensure_offline_seed(offline_dir: Path) -> None:
+    """Each view folder needs one Parquet file with its schema before Feast can read it."""
+    for name in ALL_VIEWS:
         folder = view_path(offline_dir, name)
         folder.mkdir(parents=True, exist_ok=True)
         if any(folder.glob("part-*.parquet")):
             continue
-        fields = [(entity.join_key, pa.string()), ("event_timestamp", pa.timestamp("us", "UTC"))]
-        fields += [(f, arrow[feast_type(f)]) for f in features]
-        pq.write_table(pa.schema(fields).empty_table(), folder / "part-00000000-seed.parquet")
+        pq.write_table(offline_schema(name).empty_table(), folder / "part-00000000-seed.parquet")
 
 
 def write_offline(
@@ -96,15 +103,10 @@ def write_offline(
     batch: AtomicBatch | None = None,
 ) -> Path:
     """Append one Parquet part file of `rows` to a view's offline folder (atomic rename, or staged in `batch`)."""
-    entity, features = ALL_VIEWS[view]
-    folder = view_path(settings.offline_dir, view)
-    folder.mkdir(parents=True, exist_ok=True)
-    seed = min(folder.glob("part-*.parquet"))
-    schema = pq.read_schema(seed)
-    cols = [entity.join_key, "event_timestamp", *features]
-    table = pa.Table.from_pandas(rows[cols], schema=schema, preserve_index=False)
+    schema = offline_schema(view)
+    table = pa.Table.from_pandas(rows[schema.names], schema=schema, preserve_index=False)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
-    final = folder / f"part-{stamp}-{run_id or uuid.uuid4().hex[:8]}.parquet"
+    final = view_path(settings.offline_dir, view) / f"part-{stamp}-{run_id or uuid.uuid4().hex[:8]}.parquet"
     return write_part(final, table, batch)
 
 
