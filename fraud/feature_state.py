@@ -25,6 +25,13 @@ def _empty_carry(columns: list[str]) -> pd.DataFrame:
     return pd.DataFrame(columns=columns, dtype="float64")
 
 
+def _utc(times: pd.Series) -> pd.Series:
+    """Timestamps as tz-aware UTC; as they are when they already are (`to_datetime` samples them first)."""
+    if isinstance(times.dtype, pd.DatetimeTZDtype) and str(times.dtype.tz) == "UTC":
+        return times
+    return pd.to_datetime(times, utc=True)
+
+
 @dataclass
 class FeatureState:
     """Retained events, known fraud labels and carried totals for streaming feature updates."""
@@ -39,7 +46,7 @@ class FeatureState:
         """The latest event time seen."""
         if self.events.empty:
             return None
-        return pd.Timestamp(pd.to_datetime(self.events["event_time"], utc=True).max())
+        return pd.Timestamp(_utc(self.events["event_time"]).max())
 
     def seen(self, transaction_ids: pd.Series) -> np.ndarray:
         """Which of these transactions the state already holds (a replay changes nothing)."""
@@ -84,7 +91,7 @@ class FeatureState:
 
     def trim(self) -> None:
         """Let go of events older than the retention, folding them into the carried totals."""
-        times = pd.to_datetime(self.events["event_time"], utc=True)
+        times = _utc(self.events["event_time"])
         horizon = times.max() - RETENTION
         old_mask = (times <= horizon).to_numpy()
         if not old_mask.any():
@@ -103,5 +110,5 @@ class FeatureState:
             self.first_seen_carry[kind] = firsts if prior is None else pd.concat([prior, firsts]).groupby(level=0).min()
         self.events = self.events[~old_mask].reset_index(drop=True)
         if not self.labels.empty:
-            lt = pd.to_datetime(self.labels["label_time"], utc=True)
+            lt = _utc(self.labels["label_time"])
             self.labels = self.labels[lt > horizon].reset_index(drop=True)
