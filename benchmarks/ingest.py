@@ -122,6 +122,8 @@ def freshness(events: pd.DataFrame, tmp: Path, rate: float, duration: float) -> 
     topic = f"bench-fresh-{uuid.uuid4().hex[:8]}"
     ensure_topics(BOOTSTRAP, [topic], partitions=3)
     ingestor = build(_settings(tmp / "fresh", topic, ingest_batch_max_seconds=0.2, ingest_batch_max_events=2000))
+    while not ingestor.consumer.assignment():  # join the group first: freshness in steady state, not start-up
+        ingestor.consumer.poll(timeout_ms=100)
     payloads = _payloads(events)
     sent = [0]
 
