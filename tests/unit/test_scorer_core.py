@@ -125,7 +125,7 @@ def test_reasons_and_base_value_sum_to_the_raw_score() -> None:
     X = core.model_inputs(txns, online_rows(txns))
     raw = bundle.margin(X)
     for r, m, p in zip(results, raw, bundle.proba(X), strict=True):
-        assert r.explained
+        assert r.explained and r.base_value is not None and r.other_contribution is not None
         assert r.raw_score == pytest.approx(m, abs=1e-9)
         assert r.base_value + sum(x.contribution for x in r.reasons) + r.other_contribution == pytest.approx(
             m, abs=1e-9
