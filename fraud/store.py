@@ -134,5 +134,5 @@ def online_features(store: FeatureStore, entity_rows: list[dict[str, Any]], view
     if view is not None:
         refs: Any = [f"{view}:{name}" for name in ALL_VIEWS[view][1]]
     else:
-        refs = store.get_feature_service(SERVICE_NAME)
+        refs = store.get_feature_service(SERVICE_NAME, allow_cache=True)  # not a registry file read per call
     return store.get_online_features(features=refs, entity_rows=entity_rows).to_df()
