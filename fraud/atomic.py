@@ -19,6 +19,12 @@ import pyarrow.parquet as pq
 PENDING = "_pending-"
 
 
+def _write_parquet(table: pa.Table, path: Path) -> None:
+    """LZ4 pages; dictionaries only for text (numbers rarely repeat, so trying costs time for nothing)."""
+    text = [f.name for f in table.schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
+    pq.write_table(table, path, compression="lz4", use_dictionary=text)
+
+
 class AtomicBatch:
     """Stage Parquet files, then make them visible together with `commit()`."""
 
@@ -30,7 +36,7 @@ class AtomicBatch:
     def stage(self, final: Path, table: pa.Table) -> None:
         final.parent.mkdir(parents=True, exist_ok=True)
         staged = final.parent / f"{PENDING}{final.name}"
-        pq.write_table(table, staged)
+        _write_parquet(table, staged)
         self.moves.append((str(staged), str(final)))
 
     def commit(self) -> None:
@@ -79,6 +85,6 @@ def write_part(final: Path, table: pa.Table, batch: AtomicBatch | None = None) -
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_suffix(".tmp")
-    pq.write_table(table, tmp)
+    _write_parquet(table, tmp)
     tmp.rename(final)
     return final
