@@ -187,19 +187,20 @@ class _Groups:
         return self._search(width, "left")
 
 
-def _group_cumsum(columns: dict[str, np.ndarray], g: np.ndarray) -> dict[str, np.ndarray]:
-    """Running sums that restart at each group, for several columns in one pass.
+def _group_cumsum(columns: dict[str, np.ndarray], g: np.ndarray) -> np.ndarray:
+    """Running sums that restart at each group, for several columns in one pass (rows x columns).
 
     Restarting keeps the float error proportional to the entity's own history, not to the whole
     table's, so the stream (recent history) and the backfill (all history) agree to ~1e-15.
     """
     sums = pd.DataFrame(columns, dtype="float64").groupby(g, sort=False).cumsum()
-    return {name: sums[name].to_numpy() for name in columns}
+    return np.ascontiguousarray(sums.to_numpy())
 
 
-def _window_sum(cs: np.ndarray, start: np.ndarray, groups: _Groups) -> np.ndarray:
-    """Sum over rows [start, i] of one group, from the group's running sums `cs`."""
-    return cs - np.where(start > groups.group_start, cs[np.maximum(start - 1, 0)], 0.0)
+def _window_sums(cs: np.ndarray, start: np.ndarray, groups: _Groups) -> np.ndarray:
+    """Sums over rows [start, i] of one group, from the group's running sums `cs` (rows x columns)."""
+    inside = (start > groups.group_start)[:, None]
+    return cs - np.where(inside, cs[np.maximum(start - 1, 0)], 0.0)
 
 
 def _next_repeat(g: np.ndarray, v: np.ndarray, present: np.ndarray) -> np.ndarray:
@@ -317,6 +318,7 @@ def user_features(events: pd.DataFrame, carry: pd.DataFrame | None = None) -> pd
         is_t = (types == typ).astype(np.float64)
         summed |= {f"{typ}_n": is_t, f"{typ}_usd": usd * is_t}
     cs = _group_cumsum(summed, g)
+    col_of = {name: j for j, name in enumerate(summed)}
     values = {name: column(col) for name, col in DISTINCT_USER_FIELDS.items()}
     codes = {name: _codes(pd.Series(v))[0] for name, v in values.items()}
     repeats = {name: _next_repeat(g, v, v >= 0) for name, v in codes.items()}
@@ -326,10 +328,11 @@ def user_features(events: pd.DataFrame, carry: pd.DataFrame | None = None) -> pd
         start = groups.window_start(width)
         leave = groups.window_leave(width)
         out[f"txn_count_{w}"] = (np.arange(1, n + 1) - start).astype(np.int64)
-        out[f"usd_sum_{w}"] = _window_sum(cs["usd"], start, groups)
+        sums = _window_sums(cs, start, groups)
+        out[f"usd_sum_{w}"] = sums[:, col_of["usd"]]
         for typ in TYPES:
-            out[f"{typ}_count_{w}"] = np.rint(_window_sum(cs[f"{typ}_n"], start, groups)).astype(np.int64)
-            out[f"{typ}_usd_{w}"] = _window_sum(cs[f"{typ}_usd"], start, groups)
+            out[f"{typ}_count_{w}"] = np.rint(sums[:, col_of[f"{typ}_n"]]).astype(np.int64)
+            out[f"{typ}_usd_{w}"] = sums[:, col_of[f"{typ}_usd"]]
         for name in DISTINCT_USER_FIELDS:
             present = codes[name] >= 0
             out[f"distinct_{name}_{w}"] = _window_distinct(groups, present, repeats[name], leave)
@@ -337,7 +340,7 @@ def user_features(events: pd.DataFrame, carry: pd.DataFrame | None = None) -> pd
                 distinct = out[f"distinct_{name}_{w}"]
                 known[f"known_{name}_30d"] = _known_sets(groups, values[name], present, repeats[name], width, distinct)
         if w == "30d":
-            sq = _window_sum(cs["usd_sq"], start, groups)
+            sq = sums[:, col_of["usd_sq"]]
             cnt = out["txn_count_30d"].astype(np.float64)
             mean = out["usd_sum_30d"] / cnt
             out["usd_mean_30d"] = mean
