@@ -56,6 +56,21 @@ def test_known_sets_hold_the_30d_distinct_values() -> None:
         assert set(rows.loc[txn_id, "known_devices_30d"].split("|")) == set(mine.device_id)
 
 
+def test_known_sets_keep_the_most_recently_seen_values_when_over_the_cap() -> None:
+    ev = _history(users=2)
+    ev["device_id"] = np.random.default_rng(5).choice([f"d{i:03d}" for i in range(150)], len(ev))
+    rows = F.user_features(ev).set_index("transaction_id")
+    capped = 0
+    for txn_id, row in ev.set_index("transaction_id").iterrows():
+        mine = ev[(ev.user_id == row.user_id) & (ev.transaction_id <= txn_id)]
+        mine = mine[mine.event_time > row.event_time - pd.Timedelta(days=30)]
+        mine = mine.sort_values(["event_time", "transaction_id"])
+        recent = list(dict.fromkeys(reversed(mine.device_id.tolist())))
+        capped += len(recent) > F.KNOWN_CAP
+        assert rows.loc[txn_id, "known_devices_30d"] == F.SEP.join(sorted(recent[: F.KNOWN_CAP])), txn_id
+    assert capped > 50  # the cap was exercised
+
+
 @pytest.mark.parametrize("kind", ["device", "ip", "address"])
 def test_counterparty_windows_and_label_risk_match_reference(kind: str) -> None:
     ev = _history()
