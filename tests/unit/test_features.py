@@ -61,9 +61,9 @@ def test_known_sets_keep_the_most_recently_seen_values_when_over_the_cap() -> No
     ev["device_id"] = np.random.default_rng(5).choice([f"d{i:03d}" for i in range(150)], len(ev))
     rows = F.user_features(ev).set_index("transaction_id")
     capped = 0
-    for txn_id, row in ev.set_index("transaction_id").iterrows():
-        mine = ev[(ev.user_id == row.user_id) & (ev.transaction_id <= txn_id)]
-        mine = mine[mine.event_time > row.event_time - pd.Timedelta(days=30)]
+    for txn_id, user, t in zip(ev.transaction_id, ev.user_id, ev.event_time, strict=True):
+        mine = ev[(ev.user_id == user) & (ev.transaction_id <= txn_id)]
+        mine = mine[mine.event_time > t - pd.Timedelta(days=30)]
         mine = mine.sort_values(["event_time", "transaction_id"])
         recent = list(dict.fromkeys(reversed(mine.device_id.tolist())))
         capped += len(recent) > F.KNOWN_CAP
