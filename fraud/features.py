@@ -492,7 +492,7 @@ def _floats(frame: Columns, name: str, n: int) -> np.ndarray:
     v = np.asarray(v)
     if v.dtype == object:
         return pd.to_numeric(pd.Series(v), errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-    return v.astype(np.float64)
+    return v.astype(np.float64, copy=False)
 
 
 def _micros(values: Any) -> np.ndarray:
@@ -615,12 +615,12 @@ def model_array(stored: Columns, request: Columns) -> np.ndarray:
 
     A name in both inputs takes the request's value."""
     n = _rows(request)
-    matrix = np.full((n, len(_MODEL_COLUMNS)), np.nan)
-    for j, c in enumerate(_MODEL_COLUMNS):
-        source = request if c in request else stored if c in stored else None
-        if source is not None:
-            matrix[:, j] = _floats(source, c, n)
-    return matrix
+    absent = np.full(n, np.nan)
+    columns = [
+        _floats(request, c, n) if c in request else _floats(stored, c, n) if c in stored else absent
+        for c in _MODEL_COLUMNS
+    ]
+    return np.stack(columns, axis=1)
 
 
 def model_matrix(stored: Columns, request: Columns) -> pd.DataFrame:

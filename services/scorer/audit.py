@@ -63,7 +63,7 @@ class AuditPublisher:
         delay = 1.0
         while True:
             try:
-                return make_producer(self._bootstrap, linger_ms=5, max_block_ms=10_000)
+                return make_producer(self._bootstrap, linger_ms=100, max_block_ms=10_000)
             except Exception as exc:
                 log.warning("audit producer cannot reach %s (%s); retrying in %.0fs", self._bootstrap, exc, delay)
                 time.sleep(delay)

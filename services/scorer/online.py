@@ -1,4 +1,12 @@
-"""The scorer's Feast edge: one `get_online_features` call per micro-batch, with a timeout and a breaker."""
+"""The scorer's Feast edge: one online read per view and micro-batch, with a timeout and a breaker.
+
+Each view of the FeatureService `fraud_detection_v1` is read through Feast's provider (`online_read`,
+the same call `FeatureStore.get_online_features` makes per view, for SQLite and Redis alike), and
+the values go straight from their protos into numpy columns. That skips the SDK's response
+assembly (entity checks, typed response protos, per-value conversion), which cost about two thirds
+of a read here (~5 ms of ~7 ms for one transaction on this 2-core machine). A test checks both
+paths return the same values and timestamps.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +20,8 @@ from typing import Any
 
 import numpy as np
 from feast import FeatureStore
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
+from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.type_map import NULL_TIMESTAMP_INT_VALUE
 
 from feature_repo.repo import ALL_VIEWS, SERVICE_NAME
@@ -23,23 +33,27 @@ log = logging.getLogger(__name__)
 ENTITY_KEYS = ("user_id", "device_id", "ip_address", "destination_address")
 # Feast 0.67 cannot sort a None join key; "" is never a real key (ids have min_length=1), so it reads as absent.
 ABSENT = ""
-NOT_FOUND = 3  # feast FieldStatus.NOT_FOUND
 NAT = np.iinfo(np.int64).min  # datetime64's NaT as an integer
 
 
 def _column(name: str, protos: Any) -> np.ndarray:
-    """One feature's Feast values (ValueProto) as the numpy column the scorer's core takes.
-
-    Cheaper than `OnlineResponse.to_dict()` (a Python object per value, then converted again):
+    """One feature's Feast values (ValueProto, None where no row) as the numpy column the core takes:
     numbers to float64 (NaN where absent), unix-second timestamps to datetime64 (NaT), text to str/None.
     """
-    raw = [None if (kind := v.WhichOneof("val")) in (None, "null_val") else getattr(v, kind) for v in protos]
+    raw = [
+        None if v is None or (kind := v.WhichOneof("val")) in (None, "null_val") else getattr(v, kind) for v in protos
+    ]
     if name in TIME_FEATURES:
         seconds = [NAT if x is None or x == NULL_TIMESTAMP_INT_VALUE else x for x in raw]
         return np.array(seconds, dtype=np.int64).astype("datetime64[s]").astype("datetime64[us]")
     if name in TEXT_FEATURES:
         return np.array(raw, dtype=object)
     return np.array([np.nan if x is None else x for x in raw], dtype=np.float64)
+
+
+def _utc(ts: datetime) -> datetime:
+    """Feast's row timestamp as an aware UTC datetime (its stores return naive UTC or aware values)."""
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
 class StoreUnavailable(RuntimeError):
@@ -55,8 +69,10 @@ class OnlineFeatureReader:
         self._retry_s = retry_s
         self._down_until = 0.0
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="feast")
-        self._service = store.get_feature_service(SERVICE_NAME)
-        self._probe_feature = {view: names[0] for view, (_, names) in ALL_VIEWS.items()}
+        service = store.get_feature_service(SERVICE_NAME, allow_cache=True)
+        served = {p.name: [f.name for f in p.features] for p in service.feature_view_projections}
+        self._views = {view: (store.get_feature_view(view), served[view]) for view in ALL_VIEWS}
+        self._provider = store._get_provider()  # Feast's per-view online read (see the module doc)
 
     @property
     def healthy(self) -> bool:
@@ -93,23 +109,23 @@ class OnlineFeatureReader:
         self._down_until = time.monotonic() + self._retry_s
 
     def _fetch(self, entity_rows: list[dict[str, Any]]) -> OnlineRows:
-        resp = self._store.get_online_features(features=self._service, entity_rows=entity_rows)
-        names = list(resp.proto.metadata.feature_names.val)
-        values = {
-            name: _column(name, result.values)
-            for name, result in zip(names, resp.proto.results, strict=True)
-            if name not in ENTITY_KEYS
-        }
+        values: dict[str, np.ndarray] = {}
         as_of: dict[str, list[datetime | None]] = {}
-        for view, probe in self._probe_feature.items():
-            result = resp.proto.results[names.index(probe)]
+        for view, (feature_view, names) in self._views.items():
             key = VIEW_KEYS[view]
-            as_of[view] = [
-                None
-                if status == NOT_FOUND or row[key] == ABSENT
-                else datetime.fromtimestamp(ts.seconds + ts.nanos / 1e9, tz=UTC)
-                for status, ts, row in zip(result.statuses, result.event_timestamps, entity_rows, strict=True)
-            ]
+            wanted = [i for i, row in enumerate(entity_rows) if row[key] != ABSENT]
+            found: list[tuple[datetime | None, dict[str, Any] | None]] = [(None, None)] * len(entity_rows)
+            if wanted:
+                keys = [
+                    EntityKeyProto(join_keys=[key], entity_values=[ValueProto(string_val=entity_rows[i][key])])
+                    for i in wanted
+                ]
+                rows = self._provider.online_read(self._store.config, feature_view, keys, names)
+                for i, row in zip(wanted, rows, strict=True):
+                    found[i] = row
+            as_of[view] = [None if ts is None else _utc(ts) for ts, _ in found]
+            for name in names:
+                values[name] = _column(name, [None if row is None else row.get(name) for _, row in found])
         return OnlineRows(values=values, as_of=as_of)
 
     def close(self) -> None:
