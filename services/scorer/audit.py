@@ -1,7 +1,10 @@
 """The audit trail: every decision to `fraud-scores`, off the request path.
 
-Requests hand their results to a bounded in-memory queue (constant time, never blocks); one thread
-serializes them and gives them to the Kafka producer, which batches and sends in the background.
+Each micro-batch serializes its decisions (~0.15 ms each) and hands them to a bounded in-memory
+queue (never blocks); one thread wakes every `interval_s`, drains the queue and gives the records to
+the Kafka producer, which batches and sends in the background. Waking on a timer rather than per
+record keeps the publisher from contending with the request path for the interpreter lock (a
+wake-up per request measurably raised the scorer's latency under load).
 The broker being slow or away never slows a response: the queue absorbs it, and if it overflows the
 records dropped are counted and logged, never silently lost.
 """
@@ -34,12 +37,14 @@ class AuditPublisher:
         max_queue: int = 100_000,
         on_drop: Callable[[int], None] | None = None,
         on_error: Callable[[], None] | None = None,
+        interval_s: float = 0.05,
     ) -> None:
         self._bootstrap = bootstrap_servers
         self._topic = topic
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_queue)
         self._on_drop = on_drop
         self._on_error = on_error
+        self._interval_s = interval_s
         self._producer: Any = None
         self._thread = threading.Thread(target=self._run, name="audit-publisher", daemon=True)
         self.published = 0
@@ -50,9 +55,14 @@ class AuditPublisher:
         self._thread.start()
 
     def publish(self, results: Sequence[Scored], feature_names: Sequence[str]) -> None:
-        """Queue a batch of decisions; never blocks (a full queue drops and counts them)."""
+        """Serialize a batch of decisions and queue them; never blocks (a full queue drops and counts them)."""
+        scored_at = datetime.now(UTC)
+        records = [
+            (s.transaction.transaction_id.encode(), json_bytes(audit_record(s, feature_names, scored_at)))
+            for s in results
+        ]
         try:
-            self._queue.put_nowait((list(results), list(feature_names), datetime.now(UTC)))
+            self._queue.put_nowait(records)
         except queue.Full:
             self.dropped += len(results)
             if self._on_drop is not None:
@@ -77,18 +87,23 @@ class AuditPublisher:
     def _run(self) -> None:
         self._producer = self._connect()
         while True:
-            item = self._queue.get()
-            if item is _STOP:
-                break
-            results, names, scored_at = item
-            for s in results:
+            time.sleep(self._interval_s)
+            batches = []
+            while True:
                 try:
-                    value = json_bytes(audit_record(s, names, scored_at))
-                    future = self._producer.send(self._topic, key=s.transaction.transaction_id.encode(), value=value)
-                    future.add_errback(self._errback)
-                    self.published += 1
-                except Exception as exc:
-                    self._errback(exc)
+                    batches.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            for records in batches:
+                if records is _STOP:
+                    return
+                for key, value in records:
+                    try:
+                        future = self._producer.send(self._topic, key=key, value=value)
+                        future.add_errback(self._errback)
+                        self.published += 1
+                    except Exception as exc:
+                        self._errback(exc)
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Send what is queued (up to `timeout_s`), then stop."""

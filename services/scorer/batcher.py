@@ -1,10 +1,13 @@
 """Micro-batching: concurrent requests share one feature lookup and one model call.
 
 Requests queue on the event loop; one task takes everything queued (up to `max_rows`) and runs the
-batch function on a worker thread while the loop keeps accepting requests. Under light load a batch
-is a single request (no added wait unless `max_wait_s` > 0); under heavy load batches grow, which is
-what keeps per-request cost flat. A failing batch is retried request by request, so one bad request
-cannot fail its neighbours (except for `no_retry` errors, which concern the whole batch).
+batch function on the loop itself. The work is CPU-bound Python: on a worker thread it would only
+contend with the loop for the interpreter lock (measured: p50 at 200 req/s rose from ~11 to ~17-35
+ms), while on the loop, requests arriving during a batch wait in the socket and form the next
+batch. Under light load a batch is a single request (no added wait unless `max_wait_s` > 0); under
+heavy load batches grow, which is what keeps per-request cost flat. A failing batch is retried
+request by request, so one bad request cannot fail its neighbours (except for `no_retry` errors,
+which concern the whole batch).
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -49,7 +51,6 @@ class MicroBatcher(Generic[In, Out]):
         self._queue: deque[_Pending[In, Out]] = deque()
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scorer-batch")
 
     def start(self) -> None:
         """Start the batching task on the running loop."""
@@ -65,7 +66,6 @@ class MicroBatcher(Generic[In, Out]):
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        self._pool.shutdown(wait=True)
 
     async def submit(self, items: Sequence[In]) -> list[Out]:
         """Queue one request's items and wait for their results."""
@@ -87,7 +87,6 @@ class MicroBatcher(Generic[In, Out]):
 
     async def _run(self) -> None:
         assert self._wakeup is not None
-        loop = asyncio.get_running_loop()
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
@@ -95,39 +94,31 @@ class MicroBatcher(Generic[In, Out]):
                 await asyncio.sleep(self._max_wait_s)
             while self._queue:
                 batch = [p for p in self._take() if not p.future.cancelled()]
-                if not batch:
-                    continue
-                items = [x for p in batch for x in p.items]
-                try:
-                    results = await loop.run_in_executor(self._pool, self._process, items)
-                except Exception as exc:
-                    if len(batch) == 1 or isinstance(exc, self._no_retry):
-                        for pending in batch:
-                            self._fail(pending, exc)
-                        continue
-                    log.warning("batch of %d requests failed; retrying one by one", len(batch), exc_info=True)
-                    for pending in batch:
-                        await self._one(loop, pending)
-                    continue
-                if self._on_batch is not None:
-                    self._on_batch(len(items))
-                start = 0
-                for pending in batch:
-                    end = start + len(pending.items)
-                    if not pending.future.done():
-                        pending.future.set_result(results[start:end])
-                    start = end
+                if batch:
+                    self._run_batch(batch)
+                await asyncio.sleep(0)  # let the loop answer this batch and read new requests
 
-    async def _one(self, loop: asyncio.AbstractEventLoop, pending: _Pending[In, Out]) -> None:
+    def _run_batch(self, batch: list[_Pending[In, Out]]) -> None:
+        items = [x for p in batch for x in p.items]
         try:
-            results = await loop.run_in_executor(self._pool, self._process, list(pending.items))
+            results = self._process(items)
         except Exception as exc:
-            self._fail(pending, exc)
+            if len(batch) == 1 or isinstance(exc, self._no_retry):
+                for pending in batch:
+                    self._fail(pending, exc)
+                return
+            log.warning("batch of %d requests failed; retrying one by one", len(batch), exc_info=True)
+            for pending in batch:
+                self._run_batch([pending])
             return
         if self._on_batch is not None:
-            self._on_batch(len(pending.items))
-        if not pending.future.done():
-            pending.future.set_result(results)
+            self._on_batch(len(items))
+        start = 0
+        for pending in batch:
+            end = start + len(pending.items)
+            if not pending.future.done():
+                pending.future.set_result(results[start:end])
+            start = end
 
     @staticmethod
     def _fail(pending: _Pending[In, Out], exc: Exception) -> None:
