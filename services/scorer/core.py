@@ -228,7 +228,7 @@ def transaction_columns(txns: Sequence[Transaction]) -> dict[str, np.ndarray]:
     return cols
 
 
-def stored_columns(rows: OnlineRows, n: int) -> dict[str, np.ndarray]:
+def stored_columns(rows: OnlineRows) -> dict[str, np.ndarray]:
     """The online values as numpy columns: float (NaN where missing), datetime64 (NaT) or text (None).
 
     The Feast edge already returns such columns; plain Python lists (None where missing) are converted."""
@@ -248,7 +248,7 @@ def stored_columns(rows: OnlineRows, n: int) -> dict[str, np.ndarray]:
 def model_inputs(txns: Sequence[Transaction], rows: OnlineRows) -> np.ndarray:
     """The model matrix for a batch (`fraud.features.model_feature_names()` columns)."""
     tx = transaction_columns(txns)
-    stored = stored_columns(rows, len(txns))
+    stored = stored_columns(rows)
     return F.model_array(stored, F.request_columns(tx, stored))
 
 

@@ -31,7 +31,7 @@ from services.scorer.core import TEXT_FEATURES, TIME_FEATURES, VIEW_KEYS, Online
 log = logging.getLogger(__name__)
 
 ENTITY_KEYS = ("user_id", "device_id", "ip_address", "destination_address")
-# Feast 0.67 cannot sort a None join key; "" is never a real key (ids have min_length=1), so it reads as absent.
+# "" marks an absent entity (ids have min_length=1, so it is never a real key): its views are not read.
 ABSENT = ""
 NAT = np.iinfo(np.int64).min  # datetime64's NaT as an integer
 
