@@ -10,13 +10,16 @@ from fastapi import Depends, Header, HTTPException, Request, status
 from services.scorer.service import ScoringService
 
 
-def get_service(request: Request) -> ScoringService:
-    """The scoring service built by the lifespan (the composition root)."""
+async def get_service(request: Request) -> ScoringService:
+    """The scoring service built by the lifespan (the composition root).
+
+    Both dependencies are `async def` on purpose: FastAPI runs a plain `def` dependency in its thread
+    pool, a thread hop per request that cost more than the check itself."""
     service: ScoringService = request.app.state.service
     return service
 
 
-def require_api_key(request: Request, x_api_key: Annotated[str | None, Header()] = None) -> str:
+async def require_api_key(request: Request, x_api_key: Annotated[str | None, Header()] = None) -> str:
     """Check `X-API-Key` against the configured keys in constant time; 401 without a valid one.
 
     Returns which key matched ("key-1", ...), never the key itself.
