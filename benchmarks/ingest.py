@@ -101,8 +101,7 @@ def floor(events: pd.DataFrame, tmp: Path) -> dict[str, Any]:
     seconds = 0.0
     written = 0
     for view in ("user_activity", "address_activity", "device_activity", "ip_activity"):
-        entity, features = S.ALL_VIEWS[view]
-        frame = rows[view][[entity.join_key, "event_timestamp", *features]]
+        frame = S.to_feast_frame(view, rows[view])  # the view's Feast fields (packs as arrays), as ingest writes
         for start in range(0, len(frame), 10_000):
             chunk = frame.iloc[start : start + 10_000]
             t0 = time.perf_counter()

@@ -10,12 +10,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from feast import FeatureStore, RepoConfig
 
-from feature_repo.repo import ALL_VIEWS, SERVICE_NAME, definitions, feast_type, view_path
+from feature_repo.repo import ALL_VIEWS, FIELDS, PACKS, SERVICE_NAME, definitions, feast_type, view_path
 from fraud.atomic import AtomicBatch, write_part
 from fraud.settings import FeatureStoreSettings
 
@@ -71,7 +72,7 @@ def apply(settings: FeatureStoreSettings) -> FeatureStore:
 
 @functools.cache
 def offline_schema(view: str) -> pa.Schema:
-    """The Arrow schema of a view's offline Parquet files: entity key, event time, its features."""
+    """The Arrow schema of a view's offline Parquet files: entity key, event time, its Feast fields."""
     from feast.types import Float64, Int64, String, UnixTimestamp
 
     arrow: dict[Any, pa.DataType] = {
@@ -80,9 +81,81 @@ def offline_schema(view: str) -> pa.Schema:
         String: pa.string(),
         UnixTimestamp: pa.timestamp("us", "UTC"),
     }
-    entity, features = ALL_VIEWS[view]
+    entity, _ = ALL_VIEWS[view]
     fields = [(entity.join_key, pa.string()), ("event_timestamp", pa.timestamp("us", "UTC"))]
-    return pa.schema(fields + [(f, arrow[feast_type(f)]) for f in features])
+    for field in FIELDS[view]:
+        fields.append((field, pa.list_(pa.float64()) if field in PACKS[view] else arrow[feast_type(field)]))
+    return pa.schema(fields)
+
+
+def _block(rows: pd.DataFrame, members: list[str]) -> np.ndarray:
+    """The members of a pack as an (n, k) float64 block."""
+    return np.column_stack([rows[m].to_numpy(dtype=np.float64, na_value=np.nan) for m in members])
+
+
+def to_table(view: str, rows: pd.DataFrame) -> pa.Table:
+    """Feature rows (named feature columns) as the view's Feast fields, packs as list<float64>."""
+    schema = offline_schema(view)
+    arrays = []
+    for name in schema.names:
+        members = PACKS[view].get(name)
+        if members is None:
+            arrays.append(pa.Array.from_pandas(rows[name], type=schema.field(name).type))
+            continue
+        block = _block(rows, members)
+        offsets = pa.array(np.arange(0, block.size + 1, block.shape[1], dtype=np.int32))
+        arrays.append(pa.ListArray.from_arrays(offsets, pa.array(block.ravel())))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def to_feast_frame(view: str, rows: pd.DataFrame) -> pd.DataFrame:
+    """Feature rows as the DataFrame `write_to_online_store` takes: one column per Feast field."""
+    entity, _ = ALL_VIEWS[view]
+    out: dict[str, Any] = {entity.join_key: rows[entity.join_key], "event_timestamp": rows["event_timestamp"]}
+    for field, members in FIELDS[view].items():
+        out[field] = list(_block(rows, members)) if field in PACKS[view] else rows[field]
+    return pd.DataFrame(out, index=rows.index)
+
+
+def unpack_table(view: str, table: pa.Table) -> pd.DataFrame:
+    """Feast fields (an Arrow table, null where no row) back to named feature columns (packs as float64)."""
+    out: dict[str, Any] = {}
+    for name in table.column_names:
+        members = PACKS[view].get(name)
+        if members is None:
+            out[name] = table.column(name).to_pandas()
+            continue
+        column = table.column(name).combine_chunks()
+        block = np.full((len(column), len(members)), np.nan)
+        valid = column.is_valid().to_numpy(zero_copy_only=False)
+        if valid.any():
+            values = column.filter(column.is_valid()).flatten().to_numpy(zero_copy_only=False)
+            block[valid] = np.asarray(values, dtype=np.float64).reshape(-1, len(members))
+        for j, member in enumerate(members):
+            out[member] = block[:, j]
+    return pd.DataFrame(out)
+
+
+def unpack(view: str, frame: pd.DataFrame) -> pd.DataFrame:
+    """`unpack_table` for a DataFrame whose packed columns hold lists or arrays (None where no row)."""
+    out = frame.copy()
+    for field, members in PACKS[view].items():
+        if field not in frame:
+            continue
+        cells = frame[field].to_numpy()
+        block = np.full((len(cells), len(members)), np.nan)
+        for i, cell in enumerate(cells):
+            if cell is not None and not (isinstance(cell, float) and np.isnan(cell)):
+                block[i] = cell
+        out = out.drop(columns=field)
+        for j, member in enumerate(members):
+            out[member] = block[:, j]
+    return out
+
+
+def read_offline(settings: FeatureStoreSettings, view: str) -> pd.DataFrame:
+    """A view's offline rows with named feature columns (what its Parquet folder holds, unpacked)."""
+    return unpack_table(view, pq.read_table(view_path(settings.offline_dir, view), schema=offline_schema(view)))
 
 
 def ensure_offline_seed(offline_dir: Path) -> None:
@@ -103,8 +176,7 @@ def write_offline(
     batch: AtomicBatch | None = None,
 ) -> Path:
     """Append one Parquet part file of `rows` to a view's offline folder (atomic rename, or staged in `batch`)."""
-    schema = offline_schema(view)
-    table = pa.Table.from_pandas(rows[schema.names], schema=schema, preserve_index=False)
+    table = to_table(view, rows)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
     final = view_path(settings.offline_dir, view) / f"part-{stamp}-{run_id or uuid.uuid4().hex[:8]}.parquet"
     return write_part(final, table, batch)
@@ -122,17 +194,19 @@ def write_online(store: FeatureStore, view: str, rows: pd.DataFrame, batch_rows:
     Straight to the view (not through its push source, which re-reads the registry on every push);
     the online store ends up the same.
     """
-    entity, features = ALL_VIEWS[view]
-    latest = latest_per_entity(view, rows)[[entity.join_key, "event_timestamp", *features]]
+    latest = to_feast_frame(view, latest_per_entity(view, rows))
     for start in range(0, len(latest), batch_rows):
         store.write_to_online_store(view, latest.iloc[start : start + batch_rows])
     return len(latest)
 
 
 def online_features(store: FeatureStore, entity_rows: list[dict[str, Any]], view: str | None = None) -> pd.DataFrame:
-    """Every feature of the FeatureService (or of one view) for the given entity rows, in one call."""
+    """Every feature of the FeatureService (or of one view) for the given entity rows, in one call, unpacked."""
     if view is not None:
-        refs: Any = [f"{view}:{name}" for name in ALL_VIEWS[view][1]]
+        refs: Any = [f"{view}:{field}" for field in FIELDS[view]]
     else:
         refs = store.get_feature_service(SERVICE_NAME, allow_cache=True)  # not a registry file read per call
-    return store.get_online_features(features=refs, entity_rows=entity_rows).to_df()
+    frame = store.get_online_features(features=refs, entity_rows=entity_rows).to_df()
+    for name in [view] if view is not None else list(ALL_VIEWS):
+        frame = unpack(name, frame)
+    return frame

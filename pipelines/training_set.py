@@ -28,8 +28,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from feast import FeatureStore
 
-from feature_repo.repo import ALL_VIEWS
+from feature_repo.repo import ALL_VIEWS, FIELDS
 from fraud import features as F
+from fraud.store import unpack, unpack_table
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,8 @@ def feast_join(store: FeatureStore, txns: pd.DataFrame) -> pd.DataFrame:
                 out[name] = pd.Series(pd.NA, index=txns.index)
             continue
         entity_df = wanted.rename(columns={LOOKUP_TS: "event_timestamp"})
-        got = store.get_historical_features(entity_df=entity_df, features=[f"{view}:{n}" for n in names]).to_df()
+        refs = [f"{view}:{field}" for field in FIELDS[view]]
+        got = unpack(view, store.get_historical_features(entity_df=entity_df, features=refs).to_df())
         got = got.rename(columns={"event_timestamp": LOOKUP_TS})
         got[LOOKUP_TS] = pd.to_datetime(got[LOOKUP_TS], utc=True)
         got = got.drop_duplicates([key, LOOKUP_TS])
@@ -106,8 +108,9 @@ def as_of_join(store: FeatureStore, txns: pd.DataFrame) -> pd.DataFrame:
         key = entity.join_key
         ttl_us = int(store.get_feature_view(view).ttl.total_seconds() * 1_000_000)  # type: ignore[union-attr]
         parts = _offline_parts(store, view)
+        columns = [key, "event_timestamp", *FIELDS[view]]
         table = pa.concat_tables(
-            [pq.read_table(p, columns=[key, "event_timestamp", *names]) for p in parts], promote_options="default"
+            [pq.read_table(p, columns=columns) for p in parts], promote_options="default"
         ).combine_chunks()
         stamp = table.column("event_timestamp").cast(pa.timestamp("us", "UTC")).cast(pa.int64()).to_numpy()
         rows = pd.DataFrame({"_key": table.column(key).to_pandas(), "_ts": stamp, "_row": np.arange(len(stamp))})
@@ -122,7 +125,7 @@ def as_of_join(store: FeatureStore, txns: pd.DataFrame) -> pd.DataFrame:
             hit[joined["_pos"].to_numpy()[within]] = row[within]
         taker = pa.array(np.maximum(hit, 0), mask=hit < 0)
         if table.num_rows:
-            frame = table.select(names).take(taker).to_pandas()
+            frame = unpack_table(view, table.select(list(FIELDS[view])).take(taker))[names]
         else:
             frame = pd.DataFrame({name: np.full(len(base), np.nan) for name in names})
         frame.index = txns.index

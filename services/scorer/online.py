@@ -27,7 +27,7 @@ from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.type_map import NULL_TIMESTAMP_INT_VALUE
 
-from feature_repo.repo import ALL_VIEWS, SERVICE_NAME
+from feature_repo.repo import ALL_VIEWS, PACKS, SERVICE_NAME
 from fraud.contracts import Transaction
 from services.scorer.core import TEXT_FEATURES, TIME_FEATURES, VIEW_KEYS, OnlineRows
 
@@ -56,6 +56,16 @@ def _numbers(found: list[dict[str, Any] | None], names: list[str]) -> np.ndarray
     return block
 
 
+def _pack(found: list[dict[str, Any] | None], field: str, width: int) -> np.ndarray:
+    """A packed field (a list of doubles per row) as an (n, width) float64 block, NaN where absent."""
+    block = np.full((len(found), width), np.nan)
+    for i, feats in enumerate(found):
+        value = None if feats is None else feats.get(field)
+        if value is not None and value.WhichOneof("val") == "double_list_val":
+            block[i] = value.double_list_val.val
+    return block
+
+
 def _times(found: list[dict[str, Any] | None], name: str) -> np.ndarray:
     """A unix-seconds timestamp feature as datetime64[us] (NaT where absent)."""
     seconds = [
@@ -71,14 +81,15 @@ def _utc(ts: datetime) -> datetime:
 
 
 class _ViewPlan:
-    """One view to read: its Feast definition and its served features, split by how they convert."""
+    """One view to read: its Feast definition and its served fields, split by how they convert."""
 
-    def __init__(self, feature_view: Any, names: list[str]) -> None:
+    def __init__(self, view: str, feature_view: Any, names: list[str]) -> None:
         self.feature_view = feature_view
         self.names = names
+        self.packs = {n: PACKS[view][n] for n in names if n in PACKS[view]}
         self.times = [n for n in names if n in TIME_FEATURES]
         self.texts = [n for n in names if n in TEXT_FEATURES]
-        self.numeric = [n for n in names if n not in TIME_FEATURES and n not in TEXT_FEATURES]
+        self.numeric = [n for n in names if n not in TIME_FEATURES and n not in TEXT_FEATURES and n not in self.packs]
 
 
 class StoreUnavailable(RuntimeError):
@@ -96,7 +107,7 @@ class OnlineFeatureReader:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="feast")
         service = store.get_feature_service(SERVICE_NAME, allow_cache=True)
         served = {p.name: [f.name for f in p.features] for p in service.feature_view_projections}
-        self._views = {view: _ViewPlan(store.get_feature_view(view), served[view]) for view in ALL_VIEWS}
+        self._views = {view: _ViewPlan(view, store.get_feature_view(view), served[view]) for view in ALL_VIEWS}
         self._provider = store._get_provider()  # Feast's per-view online read (see the module doc)
         self._inline = store.config.online_store.type == "sqlite"  # local file: no helper thread (module doc)
 
@@ -161,6 +172,10 @@ class OnlineFeatureReader:
             block = _numbers(found, plan.numeric)
             for j, name in enumerate(plan.numeric):
                 values[name] = block[:, j]
+            for field, members in plan.packs.items():
+                packed = _pack(found, field, len(members))
+                for j, name in enumerate(members):
+                    values[name] = packed[:, j]
             for name in plan.times:
                 values[name] = _times(found, name)
             for name in plan.texts:

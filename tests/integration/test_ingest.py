@@ -92,7 +92,7 @@ def _count_dlq(bootstrap: str, topic: str, expected: int) -> list[dict[str, obje
 
 def _end_state(data_dir: Path, users: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     settings = IngestSettings(data_dir=data_dir)
-    offline = pd.read_parquet(S.view_path(settings.offline_dir, "user_activity"))
+    offline = S.read_offline(settings, "user_activity")
     offline = offline.sort_values(["user_id", "event_timestamp"]).reset_index(drop=True)
     online = S.online_features(S.open_store(settings), [{"user_id": u} for u in users], view="user_activity")
     return offline, online.sort_values("user_id").reset_index(drop=True)
