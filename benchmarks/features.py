@@ -86,9 +86,11 @@ def main() -> None:
         "online_read_mean_ms": round(float(lat.mean()), 3),
         "online_read_views": len(S.ALL_VIEWS),
         "online_read_features": n_features,
+        "online_read_fields": sum(len(f) for f in S.FIELDS.values()),
         "online_reads": len(lat),
         "note": "backfill_rows_per_s = transactions / (feature computation + offline write); "
         "online reads: Feast SDK get_online_features(FeatureService) with 4 entity keys, SQLite, "
+        "the features packed in their Feast fields (feature_repo/repo.py), "
         "the service fetched once (as the scorer holds it), the response not converted to a DataFrame",
     }
     path = write_results("features", result)

@@ -13,8 +13,8 @@ Writes benchmarks/results/ingest.json and prints a table.
 from __future__ import annotations
 
 import argparse
+import multiprocessing as mp
 import tempfile
-import threading
 import time
 import uuid
 from datetime import UTC, datetime
@@ -111,11 +111,32 @@ def floor(events: pd.DataFrame, tmp: Path) -> dict[str, Any]:
     return {"rows": written, "seconds": seconds, "events_per_s": len(events) / seconds}
 
 
-def freshness(events: pd.DataFrame, tmp: Path, rate: float, duration: float) -> dict[str, Any]:
-    """Events stamped with the wall clock at send, at a fixed rate; event time to online write."""
+def _produce_live(
+    topic: str, payloads: list[tuple[bytes, dict[str, Any]]], rate: float, duration: float, sent: Any
+) -> None:
+    """Send events stamped with the wall clock, on schedule at `rate` for `duration` seconds."""
     import json
 
-    from fraud.kafka import ensure_topics, make_producer
+    from fraud.kafka import make_producer
+
+    producer = make_producer(BOOTSTRAP, linger_ms=5)
+    t0 = time.perf_counter()
+    for i in range(int(rate * duration)):
+        delay = t0 + i / rate - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        key, value = payloads[i % len(payloads)]
+        value = value | {"transaction_id": f"live-{i}", "event_time": datetime.now(UTC).isoformat()}
+        producer.send(topic, key=key, value=json.dumps(value).encode())
+        sent.value += 1
+    producer.flush()
+    producer.close()
+
+
+def freshness(events: pd.DataFrame, tmp: Path, rate: float, duration: float) -> dict[str, Any]:
+    """Events stamped with the wall clock at send, at a fixed rate; event time to online write."""
+
+    from fraud.kafka import ensure_topics
     from services.ingest import build
 
     topic = f"bench-fresh-{uuid.uuid4().hex[:8]}"
@@ -124,49 +145,31 @@ def freshness(events: pd.DataFrame, tmp: Path, rate: float, duration: float) -> 
     while not ingestor.consumer.assignment():  # join the group first: freshness in steady state, not start-up
         ingestor.consumer.poll(timeout_ms=100)
     payloads = _payloads(events)
-    sent = [0]
-
-    def produce() -> None:
-        producer = make_producer(BOOTSTRAP, linger_ms=5)
-        t0 = time.perf_counter()
-        n = int(rate * duration)
-        for i in range(n):
-            due = t0 + i / rate
-            delay = due - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            key, value = payloads[i % len(payloads)]
-            value = value | {
-                "transaction_id": f"live-{i}",
-                "event_time": datetime.now(UTC).isoformat(),
-            }
-            producer.send(topic, key=key, value=json.dumps(value).encode())
-            sent[0] += 1
-        producer.flush()
-        producer.close()
-
-    thread = threading.Thread(target=produce)
-    thread.start()
+    # The producer is another service: its own process, so it does not share the ingest's interpreter lock.
+    ctx = mp.get_context("spawn")
+    sent = ctx.Value("q", 0)
+    producer = ctx.Process(target=_produce_live, args=(topic, payloads, rate, duration, sent), daemon=True)
+    producer.start()
     lags: list[float] = []
     deadline = time.monotonic() + duration + 30
     processed = 0
     while time.monotonic() < deadline:
         records = ingestor.poll_batch()
         if not records and not ingestor.pending:
-            if not thread.is_alive() and processed >= sent[0]:
+            if not producer.is_alive() and processed >= sent.value:
                 break
             continue
         result = ingestor.process(records)
         ingestor.commit()
         processed += result.processed
         lags.extend(result.freshness_s)
-    thread.join()
+    producer.join(timeout=30)
     ingestor.close()
     arr = np.array(lags)
     return {
         "rate": rate,
         "events": int(arr.size),
-        "achieved_rate": sent[0] / duration,
+        "achieved_rate": sent.value / duration,
         "p50_s": float(np.percentile(arr, 50)),
         "p99_s": float(np.percentile(arr, 99)),
     }

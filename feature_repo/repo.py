@@ -4,13 +4,13 @@ Streaming views (user, address, device, ip) are fed by PushSources whose batch s
 of Parquet part files (one appended per micro-batch or backfill run: a cheap offline write).
 Reference views (account, address_list) read batch files written by `fraud backfill`.
 
-Packed fields: the numbers of one family (the user's figures for one window, their balances, a
-counterparty's counts and risk) are stored as one `Array(Float64)` field whose tags name its
-members in order. Feast's online stores keep one record per field, and writing or reading one record
-costs about the same whatever its size: 116 features in 23 fields instead of 116 cut the SQLite
-write per event and the read per request several times (measured in `benchmarks/features.py`,
-`benchmarks/ingest.py`). Every feature keeps its name: `fraud.store` packs on write and unpacks on
-read, so training, serving and the tests see the same named columns as before.
+Packed fields: the numbers of each streaming view (a user's windowed counts, sums and distincts,
+balances and running totals; a counterparty's counts and risk) are stored as one `Array(Float64)`
+field whose `members` tag names them in order. Feast's online stores keep one record per field, and
+writing or reading one record costs about the same whatever its size: 116 features in 16 fields
+instead of 116 cut the SQLite write per event and the read per request several times (measured by
+`benchmarks/features.py` and `benchmarks/ingest.py`). Every feature keeps its name: `fraud.store`
+packs on write and unpacks on read, so training, serving and the tests see the same named columns.
 """
 
 from __future__ import annotations
@@ -62,14 +62,7 @@ def feast_type(feature: str) -> FeastType:
 
 def _pack_of(view: str, feature: str) -> str | None:
     """The packed field that holds a numeric feature of a view (None: stored as its own field)."""
-    if view == "user_activity":
-        if feature.startswith("balance_"):
-            return "user_balances"
-        for w in F.WINDOWS:
-            if feature.endswith(f"_{w}"):
-                return f"user_window_{w}"
-        return None
-    if view in ("address_activity", "device_activity", "ip_activity"):
+    if view in STREAMING_VIEWS:
         return f"{view.removesuffix('_activity')}_stats"
     return None  # reference views have two fields each: nothing to gain
 

@@ -2,10 +2,11 @@
 
 The loop: poll a micro-batch (bounded by size and time) -> validate each event against the contract
 (bad ones to the DLQ with their original bytes) -> check the batch with Great Expectations (a failing
-batch is quarantined) -> update the feature state (the one feature implementation) -> stage the raw
-events and every view's rows, commit them in one atomic step -> push the latest rows online ->
-commit the Kafka offsets. A crash anywhere replays at most the uncommitted batch, and replayed events
-that already reached the history are skipped, so the offline store holds each event once.
+batch is quarantined) -> update the feature state (the one feature implementation) -> write the
+latest rows online -> stage the raw events and every view's rows, commit them in one atomic step ->
+commit the Kafka offsets. A crash anywhere replays at most the uncommitted batch: replayed events
+that already reached the history are skipped, so the offline store holds each event once, and the
+others are computed again from the rebuilt state, so the online rows written again are the same.
 """
 
 from __future__ import annotations
@@ -227,14 +228,16 @@ class Ingestor:
                 return result
         self.refresh_labels()
         rows = self.state.update(frame)
+        # Online first: that is what scoring waits for. Safe after a crash: the offsets are not
+        # committed yet, so the batch is replayed from the rebuilt state and writes the same rows again.
+        for view, view_rows in rows.items():
+            S.write_online(self.store, view, view_rows)
+        now = time.time()
         batch = atomic.AtomicBatch(self.manifest_dir)
         history.append(self.settings.data_dir, "transactions", frame, tag="ingest", batch=batch)
         for view, view_rows in rows.items():
             S.write_offline(self.settings, view, view_rows, run_id="ingest", batch=batch)
         batch.commit()
-        for view, view_rows in rows.items():
-            S.write_online(self.store, view, view_rows)
-        now = time.time()
         result.freshness_s = list(now - pd.to_datetime(frame["event_time"], utc=True).astype("int64") / 1e9)
         for value in result.freshness_s:
             self.metrics.freshness.observe(max(value, 0.0))
