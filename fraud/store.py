@@ -119,6 +119,18 @@ def to_feast_frame(view: str, rows: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out, index=rows.index)
 
 
+def _unpacked(column: pa.Array | pa.ChunkedArray, width: int) -> np.ndarray:
+    """A packed list<float64> column (null where no row) as an (n, width) float64 block, NaN where null."""
+    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    block = np.full((len(column), width), np.nan)
+    valid = column.is_valid()
+    rows = valid.to_numpy(zero_copy_only=False)
+    if rows.any():
+        values = column.filter(valid).flatten().to_numpy(zero_copy_only=False)
+        block[rows] = np.asarray(values, dtype=np.float64).reshape(-1, width)
+    return block
+
+
 def unpack_table(view: str, table: pa.Table) -> pd.DataFrame:
     """Feast fields (an Arrow table, null where no row) back to named feature columns (packs as float64)."""
     out: dict[str, Any] = {}
@@ -127,28 +139,20 @@ def unpack_table(view: str, table: pa.Table) -> pd.DataFrame:
         if members is None:
             out[name] = table.column(name).to_pandas()
             continue
-        column = table.column(name).combine_chunks()
-        block = np.full((len(column), len(members)), np.nan)
-        valid = column.is_valid().to_numpy(zero_copy_only=False)
-        if valid.any():
-            values = column.filter(column.is_valid()).flatten().to_numpy(zero_copy_only=False)
-            block[valid] = np.asarray(values, dtype=np.float64).reshape(-1, len(members))
+        block = _unpacked(table.column(name), len(members))
         for j, member in enumerate(members):
             out[member] = block[:, j]
     return pd.DataFrame(out)
 
 
 def unpack(view: str, frame: pd.DataFrame) -> pd.DataFrame:
-    """`unpack_table` for a DataFrame whose packed columns hold lists or arrays (None where no row)."""
+    """`unpack_table` for a DataFrame whose packed columns hold lists or arrays (None or NaN where no row)."""
     out = frame.copy()
     for field, members in PACKS[view].items():
         if field not in frame:
             continue
-        cells = frame[field].to_numpy()
-        block = np.full((len(cells), len(members)), np.nan)
-        for i, cell in enumerate(cells):
-            if cell is not None and not (isinstance(cell, float) and np.isnan(cell)):
-                block[i] = cell
+        cells = [c if isinstance(c, list | np.ndarray) else None for c in frame[field].tolist()]
+        block = _unpacked(pa.array(cells, type=pa.list_(pa.float64())), len(members))
         out = out.drop(columns=field)
         for j, member in enumerate(members):
             out[member] = block[:, j]
@@ -190,6 +194,11 @@ def latest_per_entity(view: str, rows: pd.DataFrame) -> pd.DataFrame:
     return rows.sort_values("event_timestamp", kind="stable").drop_duplicates(key, keep="last")
 
 
+def entity_key(join_key: str, value: str) -> EntityKeyProto:
+    """The Feast entity key of one string-keyed entity (what the online stores index rows by)."""
+    return EntityKeyProto(join_keys=[join_key], entity_values=[ValueProto(string_val=value)])
+
+
 def online_rows(
     view: str, rows: pd.DataFrame
 ) -> list[tuple[EntityKeyProto, dict[str, ValueProto], datetime, datetime | None]]:
@@ -203,10 +212,7 @@ def online_rows(
     from feast.type_map import python_values_to_proto_values
 
     entity, _ = ALL_VIEWS[view]
-    keys = [
-        EntityKeyProto(join_keys=[entity.join_key], entity_values=[ValueProto(string_val=k)])
-        for k in rows[entity.join_key].tolist()
-    ]
+    keys = [entity_key(entity.join_key, k) for k in rows[entity.join_key].tolist()]
     columns: dict[str, list[ValueProto]] = {}
     for field, members in FIELDS[view].items():
         if field in PACKS[view]:

@@ -23,12 +23,11 @@ from typing import Any
 
 import numpy as np
 from feast import FeatureStore
-from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
-from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.type_map import NULL_TIMESTAMP_INT_VALUE
 
 from feature_repo.repo import ALL_VIEWS, PACKS, SERVICE_NAME
 from fraud.contracts import Transaction
+from fraud.store import entity_key
 from services.scorer.core import TEXT_FEATURES, TIME_FEATURES, VIEW_KEYS, OnlineRows
 
 log = logging.getLogger(__name__)
@@ -160,10 +159,7 @@ class OnlineFeatureReader:
             stamps: list[datetime | None] = [None] * n
             found: list[dict[str, Any] | None] = [None] * n
             if wanted:
-                keys = [
-                    EntityKeyProto(join_keys=[key], entity_values=[ValueProto(string_val=entity_rows[i][key])])
-                    for i in wanted
-                ]
+                keys = [entity_key(key, entity_rows[i][key]) for i in wanted]
                 rows = self._provider.online_read(self._store.config, plan.feature_view, keys, plan.names)
                 for i, (ts, feats) in zip(wanted, rows, strict=True):
                     stamps[i] = None if ts is None else _utc(ts)
