@@ -118,15 +118,29 @@ def make_consumer(bootstrap_servers: str, group_id: str, *topics: str, **overrid
     return KafkaConsumer(*topics, **config)
 
 
-def poll_batch(consumer: KafkaConsumer, max_events: int, max_seconds: float, stopping: Callable[[], bool]) -> list[Any]:
-    """A micro-batch: records up to `max_events` or `max_seconds`, whichever comes first."""
+def poll_batch(
+    consumer: KafkaConsumer,
+    max_events: int,
+    max_seconds: float,
+    stopping: Callable[[], bool],
+    linger_seconds: float | None = None,
+) -> list[Any]:
+    """A micro-batch: records up to `max_events` or `max_seconds`, whichever comes first.
+
+    With `linger_seconds`, the batch also closes once records have arrived and none more come within
+    that time: live traffic is processed as soon as it is there (the batch then holds what arrived
+    while the previous one was processed), while a backlog still fills batches up to `max_events`.
+    """
     records: list[Any] = []
     deadline = time.monotonic() + max_seconds
     while len(records) < max_events and not stopping():
-        remaining_ms = int((deadline - time.monotonic()) * 1000)
-        if remaining_ms <= 0:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
             break
-        polled = consumer.poll(timeout_ms=remaining_ms, max_records=max_events - len(records))
+        wait = remaining if not records or linger_seconds is None else min(remaining, linger_seconds)
+        polled = consumer.poll(timeout_ms=max(int(wait * 1000), 0), max_records=max_events - len(records))
+        if not polled and records and linger_seconds is not None:
+            break
         for batch in polled.values():
             records.extend(batch)
     return records

@@ -174,7 +174,13 @@ class Ingestor:
     # -- the loop ---------------------------------------------------------------------------------
     def poll_batch(self) -> list[Any]:
         s = self.settings
-        return poll_batch(self.consumer, s.ingest_batch_max_events, s.ingest_batch_max_seconds, lambda: self.stopping)
+        return poll_batch(
+            self.consumer,
+            s.ingest_batch_max_events,
+            s.ingest_batch_max_seconds,
+            lambda: self.stopping,
+            s.ingest_batch_linger_seconds,
+        )
 
     def process(self, records: list[Any]) -> BatchResult:
         """Validate a poll's records, then write and push the events the watermark releases.

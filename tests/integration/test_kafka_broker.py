@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from kafka import KafkaConsumer, OffsetAndMetadata, TopicPartition
 
-from fraud.kafka import ensure_topics, make_consumer, make_producer, topic_partitions
+from fraud.kafka import ensure_topics, make_consumer, make_producer, poll_batch, topic_partitions
 
 pytestmark = pytest.mark.integration
 
@@ -84,3 +84,41 @@ def test_keyed_messages_keep_per_key_order(kafka_bootstrap: str, topic_factory: 
     assert len(by_key) == 5
     for values in by_key.values():
         assert values == sorted(values)
+
+
+def test_micro_batch_fills_up_on_a_backlog_and_closes_early_on_live_traffic(
+    kafka_bootstrap: str, topic_factory: Callable[..., str]
+) -> None:
+    topic = topic_factory("batches", partitions=3)
+    producer = make_producer(kafka_bootstrap)
+
+    def produce(first: int, count: int) -> None:
+        for i in range(first, first + count):
+            producer.send(topic, key=f"user-{i % 7}".encode(), value=json.dumps({"n": i}).encode())
+        producer.flush()
+
+    produce(0, 3000)
+    consumer = make_consumer(kafka_bootstrap, f"g-{topic}", topic)
+    never = lambda: False  # noqa: E731
+    # a backlog: batches fill up to the size bound, nothing is skipped or read twice
+    sizes: list[int] = []
+    seen: list[int] = []
+    while len(seen) < 3000:
+        batch = poll_batch(consumer, 1000, 60.0, never, linger_seconds=0.0)
+        assert 0 < len(batch) <= 1000
+        sizes.append(len(batch))
+        seen += [json.loads(r.value)["n"] for r in batch]
+    assert sizes[0] == 1000
+    assert sorted(seen) == list(range(3000))
+    # live traffic: a few new events are returned as soon as they are there, not after the time bound
+    produce(3000, 5)
+    started = time.monotonic()
+    batch = poll_batch(consumer, 1000, 60.0, never, linger_seconds=0.0)
+    assert sorted(json.loads(r.value)["n"] for r in batch) == [3000, 3001, 3002, 3003, 3004]
+    assert time.monotonic() - started < 30.0  # far below the 60 s bound it would otherwise wait for
+    # without a linger the batch waits for its time bound (here short) and still gets everything
+    produce(3005, 5)
+    batch = poll_batch(consumer, 1000, 2.0, never)
+    assert sorted(json.loads(r.value)["n"] for r in batch) == [3005, 3006, 3007, 3008, 3009]
+    consumer.close()
+    producer.close()
