@@ -9,12 +9,15 @@ A second backfill replaces the first one's files, so running it twice changes no
 from __future__ import annotations
 
 import logging
+import multiprocessing as mp
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -96,27 +99,78 @@ def compute_view_rows(
     return dict(view_rows(txns, labels, accounts, address_lists))
 
 
-def _write_offline(
-    settings: BackfillSettings, txns: pd.DataFrame, labs: pd.DataFrame, rows: Iterator[tuple[str, pd.DataFrame]]
-) -> dict[str, pd.DataFrame]:
-    """Replace the previous backfill's history and offline parts, writing each view as soon as it is computed.
+# The history the worker processes compute from: set before they are forked, so they inherit it
+# (copy-on-write) instead of receiving a million rows through a pipe.
+_SHARED: dict[str, Any] = {}
 
-    Parquet encoding releases the GIL, so one writer thread overlaps the writes with the computation.
+
+def _compute_and_write(settings: BackfillSettings, view: str, shard: int, attached: pd.DataFrame | None) -> Any:
+    """In a worker process: one view's rows (for one shard of users), written offline; returns the latest per entity."""
+    txns: pd.DataFrame = _SHARED["txns"]
+    if view == "user_activity":
+        frame = F.user_features(txns[_SHARED["user_shard"] == shard].reset_index(drop=True))
+    else:
+        kind = next(k for k, v in VIEW_OF_KIND.items() if v == view)
+        frame = F.counterparty_features(txns, kind, attached)
+    S.write_offline(settings, view, frame, f"{TAG}-{shard}")
+    return view, len(frame), S.latest_per_entity(view, frame)
+
+
+def _write_offline(
+    settings: BackfillSettings,
+    txns: pd.DataFrame,
+    labs: pd.DataFrame,
+    acc: pd.DataFrame | None,
+    lists: pd.DataFrame | None,
+    workers: int,
+) -> tuple[dict[str, int], dict[str, pd.DataFrame]]:
+    """Replace the previous backfill's history and offline parts; returns rows written and the latest rows per view.
+
+    The views are computed and written in `workers` forked processes: each user feature depends only
+    on that user's own events, so the users are split into `workers` shards; each counterparty view is
+    one task. The parent writes the history (Parquet encoding releases the GIL) and the reference views.
     """
-    done: dict[str, pd.DataFrame] = {}
-    with ThreadPoolExecutor(max_workers=1) as writer:
-        writes: list[Future[Path | None]] = []
-        for kind, frame in (("transactions", txns), ("labels", labs)):
-            history.remove_parts(settings.data_dir, kind, TAG)
-            writes.append(writer.submit(history.append, settings.data_dir, kind, frame, TAG))
-        for view, frame in rows:
-            for old in S.view_path(settings.offline_dir, view).glob(f"part-*-{TAG}*.parquet"):
-                old.unlink()
-            writes.append(writer.submit(S.write_offline, settings, view, frame, TAG))
-            done[view] = frame
-        for write in writes:
-            write.result()
-    return done
+    for kind in ("transactions", "labels"):
+        history.remove_parts(settings.data_dir, kind, TAG)
+    for view in ("user_activity", *VIEW_OF_KIND.values(), "account", "address_list"):
+        for old in S.view_path(settings.offline_dir, view).glob(f"part-*-{TAG}*.parquet"):
+            old.unlink()
+    codes = pd.util.hash_pandas_object(txns["user_id"], index=False).to_numpy()
+    shards = (codes % np.uint64(workers)).astype(np.int64)
+    _SHARED.update(txns=txns, user_shard=shards)
+    counts: dict[str, int] = {}
+    latest: dict[str, list[pd.DataFrame]] = {}
+    try:
+        with (
+            ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("fork")) as pool,
+            ThreadPoolExecutor(max_workers=1) as writer,
+        ):
+            users = [int(i) for i in np.unique(shards)]  # a shard with no user gets no task
+            tasks = [pool.submit(_compute_and_write, settings, "user_activity", i, None) for i in users]
+            attached = F.attach_entities(labs, txns)
+            tasks += [pool.submit(_compute_and_write, settings, view, 0, attached) for view in VIEW_OF_KIND.values()]
+            writes: list[Future[Path | None]] = [
+                writer.submit(history.append, settings.data_dir, kind, frame, TAG)
+                for kind, frame in (("transactions", txns), ("labels", labs))
+            ]
+            reference = []
+            if acc is not None:
+                reference.append(("account", F.account_rows(acc)))
+            if lists is not None:
+                reference.append(("address_list", F.address_list_rows(lists)))
+            for view, frame in reference:
+                writes.append(writer.submit(S.write_offline, settings, view, frame, TAG))
+                counts[view] = len(frame)
+                latest[view] = [frame]
+            for task in tasks:
+                view, n, last = task.result()
+                counts[view] = counts.get(view, 0) + n
+                latest.setdefault(view, []).append(last)
+            for write in writes:
+                write.result()
+    finally:
+        _SHARED.clear()
+    return counts, {view: pd.concat(parts, ignore_index=True) for view, parts in latest.items()}
 
 
 def backfill(
@@ -169,8 +223,7 @@ def backfill(
         store = S.apply(settings)
         t0 = step("apply", t0)
 
-        rows = _write_offline(settings, txns, labs, view_rows(txns, labs, acc, lists))
-        report.offline_rows = {view: len(frame) for view, frame in rows.items()}
+        report.offline_rows, rows = _write_offline(settings, txns, labs, acc, lists, settings.backfill_workers)
         t0 = step("features_offline", t0)
 
         for view, frame in rows.items():

@@ -122,6 +122,29 @@ def test_backfill_reports_bad_rows_and_materializes_latest_values(tmp_path: Path
     assert len(offline) == 400
 
 
+def test_backfill_in_worker_processes_writes_what_the_serial_computation_gives(tmp_path: Path) -> None:
+    from pipelines.backfill import VIEW_OF_KIND, compute_view_rows
+
+    ev = history(n=600, users=10, seed=6)
+    labels = labels_for(ev)
+    ev.to_parquet(tmp_path / "t.parquet")
+    labels.to_parquet(tmp_path / "l.parquet")
+    settings = BackfillSettings(data_dir=tmp_path / "data", backfill_workers=3)  # 3 user shards, more than cores
+    report = backfill(settings, tmp_path / "t.parquet", tmp_path / "l.parquet", show_progress=False)
+    serial = compute_view_rows(ev, labels)
+    assert set(report.offline_rows) == {"user_activity", *VIEW_OF_KIND.values()}
+    for view, expected in serial.items():
+        got = S.read_offline(settings, view)
+        columns = [c for c in expected.columns if c in got.columns]  # the offline store keeps the view's fields
+        assert len(columns) > 10
+        key = [columns[0], "event_timestamp"]
+        expected = expected[columns].sort_values(key, kind="stable").reset_index(drop=True)
+        got = got[columns].sort_values(key, kind="stable").reset_index(drop=True)
+        assert report.offline_rows[view] == len(expected)
+        pd.testing.assert_frame_equal(got, expected, check_dtype=False)
+    assert report.online_rows["user_activity"] == ev.user_id.nunique()
+
+
 def _writer(data_dir: str, seconds: float) -> None:
     settings = BackfillSettings(data_dir=Path(data_dir))
     store = S.open_store(settings)
