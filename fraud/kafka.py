@@ -127,22 +127,27 @@ def poll_batch(
 ) -> list[Any]:
     """A micro-batch: records up to `max_events` or `max_seconds`, whichever comes first.
 
-    With `linger_seconds`, the batch also closes once records have arrived and none more come within
-    that time: live traffic is processed as soon as it is there (the batch then holds what arrived
-    while the previous one was processed), while a backlog still fills batches up to `max_events`.
+    With `linger_seconds`, the batch closes early, as soon as it holds what the broker had: it keeps
+    what arrives for `linger_seconds` after the first record (at least one fetch round trip: the
+    first records may come from a fetch answered long ago), then takes only what is already fetched,
+    and the first empty poll closes it. Live traffic is then processed as soon as it is there, while
+    a backlog still fills batches up to `max_events`.
     """
     records: list[Any] = []
     deadline = time.monotonic() + max_seconds
+    linger_until = float("inf")
     while len(records) < max_events and not stopping():
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
+        now = time.monotonic()
+        if now >= deadline:
             break
-        wait = remaining if not records or linger_seconds is None else min(remaining, linger_seconds)
+        wait = min(deadline, linger_until) - now
         polled = consumer.poll(timeout_ms=max(int(wait * 1000), 0), max_records=max_events - len(records))
-        if not polled and records and linger_seconds is not None:
+        if not polled and now >= linger_until:
             break
         for batch in polled.values():
             records.extend(batch)
+        if records and linger_seconds is not None and linger_until == float("inf"):
+            linger_until = time.monotonic() + linger_seconds
     return records
 
 

@@ -100,7 +100,7 @@ class IngestSettings(FeatureStoreSettings):
     ingest_batch_max_events: int = Field(5000, ge=1)
     ingest_batch_max_seconds: float = Field(1.0, gt=0)
     ingest_batch_linger_seconds: float = Field(
-        0.0, ge=0, description="close a batch early once no more events arrive for this long (live traffic)"
+        0.02, ge=0, description="close a batch once it holds what the broker had, after one wait this long"
     )
     ingest_max_event_skew_hours: float = Field(
         24.0 * 365 * 3, description="a batch with events older than this (or >1h in the future) is quarantined"

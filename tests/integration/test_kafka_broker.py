@@ -104,7 +104,7 @@ def test_micro_batch_fills_up_on_a_backlog_and_closes_early_on_live_traffic(
     sizes: list[int] = []
     seen: list[int] = []
     while len(seen) < 3000:
-        batch = poll_batch(consumer, 1000, 60.0, never, linger_seconds=0.0)
+        batch = poll_batch(consumer, 1000, 60.0, never, linger_seconds=0.5)
         assert 0 < len(batch) <= 1000
         sizes.append(len(batch))
         seen += [json.loads(r.value)["n"] for r in batch]
@@ -113,7 +113,7 @@ def test_micro_batch_fills_up_on_a_backlog_and_closes_early_on_live_traffic(
     # live traffic: a few new events are returned as soon as they are there, not after the time bound
     produce(3000, 5)
     started = time.monotonic()
-    batch = poll_batch(consumer, 1000, 60.0, never, linger_seconds=0.0)
+    batch = poll_batch(consumer, 1000, 60.0, never, linger_seconds=0.5)
     assert sorted(json.loads(r.value)["n"] for r in batch) == [3000, 3001, 3002, 3003, 3004]
     assert time.monotonic() - started < 30.0  # far below the 60 s bound it would otherwise wait for
     # without a linger the batch waits for its time bound (here short) and still gets everything
