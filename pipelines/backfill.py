@@ -104,7 +104,9 @@ def compute_view_rows(
 _SHARED: dict[str, Any] = {}
 
 
-def _compute_and_write(settings: BackfillSettings, view: str, shard: int, attached: pd.DataFrame | None) -> Any:
+def _compute_and_write(
+    settings: BackfillSettings, view: str, shard: int, attached: pd.DataFrame | None
+) -> tuple[str, int, pd.DataFrame]:
     """In a worker process: one view's rows (for one shard of users), written offline; returns the latest per entity."""
     txns: pd.DataFrame = _SHARED["txns"]
     if view == "user_activity":
@@ -129,10 +131,12 @@ def _write_offline(
     The views are computed and written in `workers` forked processes: each user feature depends only
     on that user's own events, so the users are split into `workers` shards; each counterparty view is
     one task. The parent writes the history (Parquet encoding releases the GIL) and the reference views.
+    The caller runs no other thread while the workers are forked (the progress display does not
+    refresh on its own), so no lock can be copied held into them.
     """
     for kind in ("transactions", "labels"):
         history.remove_parts(settings.data_dir, kind, TAG)
-    for view in ("user_activity", *VIEW_OF_KIND.values(), "account", "address_list"):
+    for view in S.ALL_VIEWS:
         for old in S.view_path(settings.offline_dir, view).glob(f"part-*-{TAG}*.parquet"):
             old.unlink()
     codes = pd.util.hash_pandas_object(txns["user_id"], index=False).to_numpy()
@@ -190,12 +194,16 @@ def backfill(
         TextColumn("{task.completed}/{task.total}"),
         TimeElapsedColumn(),
         disable=not show_progress,
+        auto_refresh=False,  # no refresh thread: the view workers are forked (see _write_offline)
     ) as progress:
         task = progress.add_task("read", total=len(steps))
+        progress.refresh()
 
         def step(name: str, started: float) -> float:
             report.seconds[name] = time.perf_counter() - started
-            progress.update(task, advance=1, description=steps[min(steps.index(name) + 1, len(steps) - 1)])
+            progress.update(
+                task, advance=1, description=steps[min(steps.index(name) + 1, len(steps) - 1)], refresh=True
+            )
             return time.perf_counter()
 
         t0 = time.perf_counter()
