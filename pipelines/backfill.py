@@ -105,14 +105,16 @@ _SHARED: dict[str, Any] = {}
 
 
 def _compute_and_write(
-    settings: BackfillSettings, view: str, shard: int, attached: pd.DataFrame | None
+    settings: BackfillSettings, kind: str, shard: int, attached: pd.DataFrame | None
 ) -> tuple[str, int, pd.DataFrame]:
-    """In a worker process: one view's rows (for one shard of users), written offline; returns the latest per entity."""
+    """In a worker process: the rows of one view ("user": one shard of users; else a counterparty kind),
+    written offline; returns the view, its row count and its latest row per entity."""
     txns: pd.DataFrame = _SHARED["txns"]
-    if view == "user_activity":
+    if kind == "user":
+        view = "user_activity"
         frame = F.user_features(txns[_SHARED["user_shard"] == shard].reset_index(drop=True))
     else:
-        kind = next(k for k, v in VIEW_OF_KIND.items() if v == view)
+        view = VIEW_OF_KIND[kind]
         frame = F.counterparty_features(txns, kind, attached)
     S.write_offline(settings, view, frame, f"{TAG}-{shard}")
     return view, len(frame), S.latest_per_entity(view, frame)
@@ -150,9 +152,9 @@ def _write_offline(
             ThreadPoolExecutor(max_workers=1) as writer,
         ):
             users = [int(i) for i in np.unique(shards)]  # a shard with no user gets no task
-            tasks = [pool.submit(_compute_and_write, settings, "user_activity", i, None) for i in users]
+            tasks = [pool.submit(_compute_and_write, settings, "user", i, None) for i in users]
             attached = F.attach_entities(labs, txns)
-            tasks += [pool.submit(_compute_and_write, settings, view, 0, attached) for view in VIEW_OF_KIND.values()]
+            tasks += [pool.submit(_compute_and_write, settings, kind, 0, attached) for kind in VIEW_OF_KIND]
             writes: list[Future[Path | None]] = [
                 writer.submit(history.append, settings.data_dir, kind, frame, TAG)
                 for kind, frame in (("transactions", txns), ("labels", labs))
