@@ -1,5 +1,7 @@
 # crypto-fraud-detection: the two commands are `make demo` and `make test`.
-# Both create .venv and install the pinned dependencies (requirements.lock) themselves.
+# Both create .venv and install the pinned dependencies (requirements.lock) themselves, compiled to
+# bytecode at install: this environment sets PYTHONDONTWRITEBYTECODE, and every process (scorer
+# workers, side processes, CLI runs in tests) would otherwise compile Feast, MLflow and GX anew.
 
 PYTHON ?= python3
 VENV   := .venv
@@ -17,7 +19,7 @@ $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install -q --disable-pip-version-check "uv==$(UV_VERSION)"
 	@echo "[install] pinned dependencies from requirements.lock into $(VENV)"
-	@$(BIN)/uv pip install -q --python $(BIN)/python -r requirements.lock -e ".[test]"
+	@$(BIN)/uv pip install -q --compile-bytecode --python $(BIN)/python -r requirements.lock -e ".[test]"
 	@touch $(STAMP)
 
 install: $(STAMP)

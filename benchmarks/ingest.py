@@ -143,7 +143,7 @@ def freshness(events: pd.DataFrame, tmp: Path, rate: float, duration: float, war
     """
 
     from fraud.kafka import ensure_topics
-    from services.ingest import build
+    from services.ingest import BatchResult, build
 
     topic = f"bench-fresh-{uuid.uuid4().hex[:8]}"
     ensure_topics(BOOTSTRAP, [topic], partitions=3)
@@ -156,24 +156,22 @@ def freshness(events: pd.DataFrame, tmp: Path, rate: float, duration: float, war
     sent = ctx.Value("q", 0)
     producer = ctx.Process(target=_produce_live, args=(topic, payloads, rate, warmup + duration, sent), daemon=True)
     producer.start()
-    lags: list[float] = []
-    event_times: list[float] = []
+    results: list[BatchResult] = []
     deadline = time.monotonic() + warmup + duration + 30
-    processed = 0
     while time.monotonic() < deadline:
-        records = ingestor.poll_batch()
+        records = ingestor.poll_batch()  # the loop of `Ingestor.run`, keeping each batch's result
         if not records and not ingestor.pending:
-            if not producer.is_alive() and processed >= sent.value:
+            ingestor.commit(flush=True)
+            if not producer.is_alive() and sum(r.processed for r in results) >= sent.value:
                 break
             continue
-        result = ingestor.process(records)
-        done = time.time()
+        results.append(ingestor.process(records))
         ingestor.commit()
-        processed += result.processed
-        lags.extend(result.freshness_s)
-        event_times.extend(done - lag for lag in result.freshness_s)  # within a batch's write time
+    ingestor.commit(flush=True)
     producer.join(timeout=30)
     ingestor.close()
+    lags = [lag for r in results for lag in r.freshness_s]
+    event_times = [r.written_at - lag for r in results if r.written_at is not None for lag in r.freshness_s]
     arr = np.array(lags)
     steady = arr[np.array(event_times) >= min(event_times) + warmup]
     return {

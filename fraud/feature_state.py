@@ -33,6 +33,14 @@ def _utc(times: pd.Series) -> pd.Series:
 
 
 @dataclass
+class Change:
+    """A batch's effect on the state: its feature rows per view, and the retained events with it."""
+
+    rows: dict[str, pd.DataFrame]
+    events: pd.DataFrame | None
+
+
+@dataclass
 class FeatureState:
     """Retained events, known fraud labels and carried totals for streaming feature updates."""
 
@@ -64,9 +72,15 @@ class FeatureState:
 
     def update(self, batch: pd.DataFrame) -> dict[str, pd.DataFrame]:
         """Feature rows of the batch's new events, per streaming view; the batch joins the state."""
+        change = self.compute(batch)
+        self.apply(change)
+        return change.rows
+
+    def compute(self, batch: pd.DataFrame) -> Change:
+        """What `update` would do, without doing it: the rows, and the events the state would hold."""
         batch = batch[~self.seen(batch["transaction_id"])].drop_duplicates("transaction_id")
         if batch.empty:
-            return {}
+            return Change({}, None)
         combined = pd.concat([self.events, batch], ignore_index=True) if not self.events.empty else batch.copy()
         new_ids = set(batch["transaction_id"])
         out: dict[str, pd.DataFrame] = {}
@@ -85,9 +99,14 @@ class FeatureState:
             kind_carry = first.to_frame(f"{kind}_first_seen") if first is not None and len(first) else None
             rows = F.counterparty_features(part, kind, labels, carry=kind_carry)
             out[view] = rows[rows["transaction_id"].isin(new_ids)].reset_index(drop=True)
-        self.events = combined
+        return Change(out, combined)
+
+    def apply(self, change: Change) -> None:
+        """Take in a computed batch (no other batch may have been applied since it was computed)."""
+        if change.events is None:
+            return
+        self.events = change.events
         self.trim()
-        return out
 
     def trim(self) -> None:
         """Let go of events older than the retention, folding them into the carried totals."""

@@ -118,12 +118,13 @@ CATEGORY_CODES: dict[str, dict[str, int]] = {
 
 def to_micros(ts: pd.Series) -> np.ndarray:
     """UTC timestamps as int64 microseconds since the epoch."""
-    s = pd.to_datetime(ts, utc=True)
+    # `to_datetime` only when needed: on a column that already is datetimes it samples them first
+    s = ts if isinstance(ts.dtype, pd.DatetimeTZDtype) else pd.to_datetime(ts, utc=True)
     return np.asarray(s.dt.tz_convert("UTC").astype("datetime64[us, UTC]").astype("int64"), dtype=np.int64)
 
 
 def from_micros(us: np.ndarray) -> pd.Series:
-    return pd.Series(pd.to_datetime(us, unit="us", utc=True))
+    return pd.Series(pd.to_datetime(us, unit="us", utc=True, cache=False))
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,13 @@
 """`fraud ingest`: transactions from Kafka to Feast (online and offline), validated, nothing lost.
 
 The loop: poll a micro-batch (bounded by size and time) -> validate each event against the contract
-(bad ones to the DLQ with their original bytes) -> check the batch with Great Expectations (a failing
-batch is quarantined) -> update the feature state (the one feature implementation) -> write the
-latest rows online -> stage the raw events and every view's rows, commit them in one atomic step ->
-commit the Kafka offsets. A crash anywhere replays at most the uncommitted batch: replayed events
+(bad ones to the DLQ with their original bytes) -> check the batch with Great Expectations (in a side
+process, while the feature state computes the batch's rows; a failing batch is quarantined) -> write
+the latest rows online (in a side process too) and stage the raw events and every view's rows ->
+once the online write is done, commit the staged files in one atomic step -> commit the Kafka offsets.
+A batch's online write runs while the next batch is polled, checked and computed; that batch's own
+writes start only after the one before it is wholly committed, so the order of durability is always
+online, offline, offsets. A crash anywhere replays at most the batches not committed: replayed events
 that already reached the history are skipped, so the offline store holds each event once, and the
 others are computed again from the rebuilt state, so the online rows written again are the same.
 """
@@ -16,7 +19,7 @@ import collections
 import logging
 import signal
 import time
-from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,16 +32,19 @@ from kafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import ValidationError
 
+from data_quality.batch_check import BatchCheck
 from fraud import atomic, history
 from fraud import features as F
 from fraud import store as S
-from fraud.contracts import TRANSACTION_SCHEMA, DeadLetter, Transaction, transaction_record
+from fraud.contracts import DeadLetter, Transaction, transaction_record
 from fraud.feature_state import FeatureState
 from fraud.kafka import commit_offsets, make_consumer, make_producer, poll_batch, wait_for_broker
 from fraud.settings import IngestSettings
+from fraud.worker import SideProcess
 
 log = logging.getLogger(__name__)
 STREAMING = ("user_activity", "address_activity", "device_activity", "ip_activity")
+MAX_IN_FLIGHT = 2  # batches handed to the writer and not yet written
 
 
 class IngestMetrics:
@@ -70,11 +76,70 @@ class IngestMetrics:
 @dataclass
 class BatchResult:
     consumed: int = 0
-    processed: int = 0
     duplicates: int = 0
     dead_lettered: int = 0
     quarantined: int = 0
-    freshness_s: list[float] = field(default_factory=list)
+    to_write: int = 0  # new events handed to the writers
+    processed: int = 0  # of those, written (once the batch is: see `Ingestor.finish`)
+    freshness_s: list[float] = field(default_factory=list)  # filled in once the batch is written
+    written_at: float | None = None  # wall-clock time its online write was done
+
+
+@dataclass
+class InFlight:
+    """A batch handed to the writer: its write under way, the offsets that its being written commits."""
+
+    frame: pd.DataFrame
+    written: Future[float]
+    offsets: dict[TopicPartition, OffsetAndMetadata]
+    result: BatchResult
+
+
+class BatchWriter:
+    """The writes of the ingest, in a side process (`fraud.worker`) with its own store handle.
+
+    Building Feast's value protos and upserting them (one row per feature) is the biggest part of a
+    batch at live rates, all of it under the interpreter lock. Here it runs beside the ingest, which
+    goes on with the next batch. Batches are written one at a time, in the order submitted: each one
+    online first, then its raw events and every view's rows offline, in one atomic commit.
+    `submit` returns a future of the time the batch's online rows were written.
+    """
+
+    def __init__(self, settings: IngestSettings) -> None:
+        self.process = SideProcess(_open_store, settings)
+
+    def submit(self, frame: pd.DataFrame, rows: dict[str, pd.DataFrame]) -> Future[float]:
+        return self.process.submit(_write, frame, rows)
+
+
+_WRITER: tuple[IngestSettings, Any] | None = None
+
+
+def _open_store(settings: IngestSettings) -> None:
+    global _WRITER
+    _WRITER = settings, S.open_store(settings)
+
+
+def _write(frame: pd.DataFrame, rows: dict[str, pd.DataFrame]) -> float:
+    if _WRITER is None:
+        raise RuntimeError("the writer process did not start")
+    settings, store = _WRITER
+    # Online first: that is what scoring waits for. Safe after a crash: neither the offline rows nor
+    # the offsets are committed before it is done, so the batch is replayed from the rebuilt state
+    # and writes the same rows again.
+    for view, view_rows in rows.items():
+        S.write_online(store, view, view_rows)
+    written_at = time.time()
+    batch = atomic.AtomicBatch(manifest_dir(settings))
+    history.append(settings.data_dir, "transactions", frame, tag="ingest", batch=batch)
+    for view, view_rows in rows.items():
+        S.write_offline(settings, view, view_rows, run_id="ingest", batch=batch)
+    batch.commit()
+    return written_at
+
+
+def manifest_dir(settings: IngestSettings) -> Path:
+    return settings.data_dir / "ingest" / "manifests"
 
 
 def dead_letter(raw: bytes, error: str, topic: str, partition: int, offset: int) -> bytes:
@@ -112,14 +177,17 @@ class Ingestor:
         settings: IngestSettings,
         consumer: KafkaConsumer,
         producer: KafkaProducer,
-        store: Any,
+        writer: BatchWriter,
         metrics: IngestMetrics | None = None,
-        batch_check: Callable[[pd.DataFrame], tuple[bool, str]] | None = None,
+        batch_check: BatchCheck | None = None,
     ) -> None:
         self.settings = settings
         self.consumer = consumer
         self.producer = producer
-        self.store = store
+        self.writer = writer
+        self.in_flight: collections.deque[InFlight] = collections.deque()
+        self.committable: dict[TopicPartition, OffsetAndMetadata] = {}
+        self.committed: dict[TopicPartition, OffsetAndMetadata] = {}
         self.metrics = metrics or IngestMetrics()
         self.batch_check = batch_check
         self.state = FeatureState()
@@ -139,7 +207,7 @@ class Ingestor:
 
     def recover(self) -> None:
         """Finish or drop a batch cut short by a crash, then rebuild the state from the history."""
-        finished, dropped = atomic.recover(self.manifest_dir, self.folders())
+        finished, dropped = atomic.recover(manifest_dir(self.settings), self.folders())
         if finished or dropped:
             log.warning("recovered after a crash: %d batches completed, %d staged files dropped", finished, dropped)
         events = history.read(self.settings.data_dir, "transactions")
@@ -148,10 +216,6 @@ class Ingestor:
             self.state.trim()
         self.refresh_labels()
         log.info("state rebuilt: %d events retained, watermark %s", len(self.state.events), self.state.watermark)
-
-    @property
-    def manifest_dir(self) -> Path:
-        return self.settings.data_dir / "ingest" / "manifests"
 
     def refresh_labels(self) -> None:
         """Load label parts written since the last look (by `fraud ingest-labels` or a backfill)."""
@@ -183,12 +247,14 @@ class Ingestor:
         )
 
     def process(self, records: list[Any]) -> BatchResult:
-        """Validate a poll's records, then write and push the events the watermark releases.
+        """Validate a poll's records, then hand the events the watermark releases to the writers.
 
         Each partition is in event-time order, but a backlog is read from the partitions at uneven
         speeds. Events wait in `pending` until every partition that still has unread messages has
         reached their time, so the state sees all events in event-time order, as the backfill does.
-        The caller commits offsets afterwards: pending events stay uncommitted until written.
+        The batch is written in the background (see the module's docstring); its result's freshness
+        and `processed` count are filled in once it is. The caller commits offsets afterwards
+        (`commit`): only those of batches wholly written.
         """
         result = BatchResult(consumed=len(records))
         self.metrics.events_in.inc(len(records))
@@ -214,43 +280,57 @@ class Ingestor:
         self.metrics.dlq.inc(len(dlq_futures))
         self.totals["dlq"] += len(dlq_futures)
         released = self.release()
-        if not released:
-            return result
         frame = pd.DataFrame([item[4] for item in released])
-        fresh = ~self.state.seen(frame["transaction_id"]) & ~frame["transaction_id"].duplicated().to_numpy()
-        result.duplicates = int((~fresh).sum())
-        self.metrics.duplicates.inc(result.duplicates)
-        self.totals["duplicates"] += result.duplicates
-        frame = frame[fresh].reset_index(drop=True)
+        if not frame.empty:
+            fresh = ~self.state.seen(frame["transaction_id"]) & ~frame["transaction_id"].duplicated().to_numpy()
+            result.duplicates = int((~fresh).sum())
+            self.metrics.duplicates.inc(result.duplicates)
+            self.totals["duplicates"] += result.duplicates
+            frame = frame[fresh].reset_index(drop=True)
         if frame.empty:
+            self.mark_done()
             return result
-        if self.batch_check is not None:
-            ok, report = self.batch_check(frame)
+        # The batch check runs in its own process while the features are computed; nothing is
+        # written, and the state is left as it was, until it has passed.
+        check = self.batch_check.submit(frame) if self.batch_check is not None else None
+        self.refresh_labels()
+        change = self.state.compute(frame)
+        if check is not None:
+            ok, report = check.result()
             if not ok:
                 self.quarantine(frame, report)
                 result.quarantined = len(frame)
                 self.metrics.quarantined.inc(len(frame))
                 self.totals["quarantined"] += len(frame)
+                self.mark_done()
                 return result
-        self.refresh_labels()
-        rows = self.state.update(frame)
-        # Online first: that is what scoring waits for. Safe after a crash: the offsets are not
-        # committed yet, so the batch is replayed from the rebuilt state and writes the same rows again.
-        for view, view_rows in rows.items():
-            S.write_online(self.store, view, view_rows)
-        now = time.time()
-        batch = atomic.AtomicBatch(self.manifest_dir)
-        history.append(self.settings.data_dir, "transactions", frame, tag="ingest", batch=batch)
-        for view, view_rows in rows.items():
-            S.write_offline(self.settings, view, view_rows, run_id="ingest", batch=batch)
-        batch.commit()
-        result.freshness_s = list(now - pd.to_datetime(frame["event_time"], utc=True).astype("int64") / 1e9)
+        self.state.apply(change)
+        result.to_write = len(frame)
+        written = self.writer.submit(frame, change.rows)
+        self.in_flight.append(InFlight(frame, written, self.offsets_to_commit(), result))
+        while len(self.in_flight) > MAX_IN_FLIGHT:  # the writer is behind: wait for it
+            self.finish()
+        return result
+
+    def mark_done(self) -> None:
+        """A batch that wrote nothing: its offsets are committable once the batches in flight are."""
+        if not self.in_flight:
+            self.committable = self.offsets_to_commit()
+
+    def finish(self) -> None:
+        """Wait for the oldest batch in flight to be written; its offsets become committable."""
+        flight = self.in_flight.popleft()
+        written_at = flight.written.result()  # raises if the write failed: then nothing is committed
+        self.committable = flight.offsets
+        result = flight.result
+        result.written_at = written_at
+        times = pd.to_datetime(flight.frame["event_time"], utc=True).astype("int64") / 1e9
+        result.freshness_s = list(written_at - times)
         for value in result.freshness_s:
             self.metrics.freshness.observe(max(value, 0.0))
-        result.processed = len(frame)
-        self.metrics.processed.inc(len(frame))
-        self.totals["processed"] += len(frame)
-        return result
+        result.processed = len(flight.frame)
+        self.metrics.processed.inc(len(flight.frame))
+        self.totals["processed"] += len(flight.frame)
 
     def horizon(self) -> float:
         """The event time up to which every partition with unread messages has been read."""
@@ -295,11 +375,15 @@ class Ingestor:
         (folder / f"batch-{stamp}.txt").write_text(report)
         log.error("quarantined a batch of %d events (%s): %s", len(frame), folder / f"batch-{stamp}.txt", report)
 
-    def commit(self) -> None:
-        """Commit the offsets of everything written (after the writes are durable)."""
-        offsets = self.offsets_to_commit()
-        if offsets:
-            commit_offsets(self.consumer, offsets, self.settings.kafka_wait_seconds)
+    def commit(self, flush: bool = False) -> None:
+        """Commit the offsets of every batch wholly written; with `flush`, wait for the one in flight."""
+        while self.in_flight and (flush or self.in_flight[0].written.done()):
+            self.finish()
+        if flush:
+            self.mark_done()
+        if self.committable and self.committable != self.committed:
+            commit_offsets(self.consumer, self.committable, self.settings.kafka_wait_seconds)
+            self.committed = self.committable
 
     def update_lag(self) -> None:
         try:
@@ -315,10 +399,12 @@ class Ingestor:
     def run(self, max_batches: int | None = None) -> None:
         """Consume until stopped (SIGTERM/SIGINT), idle for the configured time, or `max_batches`."""
         idle_since = time.monotonic()
+        lag_at = 0.0
         batches = 0
         while not self.stopping:
             records = self.poll_batch()
             if not records and not self.pending:
+                self.commit(flush=True)  # nothing new: no reason to keep a batch in flight
                 idle = self.settings.ingest_idle_exit_seconds
                 if not self.consumer.assignment():  # still joining the group: not idle yet
                     idle_since = time.monotonic()
@@ -332,11 +418,13 @@ class Ingestor:
             result = self.process(records)
             self.commit()
             self.metrics.batch_seconds.observe(time.perf_counter() - started)
-            self.update_lag()
+            if time.monotonic() - lag_at > 1.0:  # an offsets request to the broker: once a second is enough
+                self.update_lag()
+                lag_at = time.monotonic()
             log.info(
-                "batch: %d consumed, %d processed, %d duplicates, %d DLQ, %d quarantined in %.3fs; %d pending",
+                "batch: %d consumed, %d to write, %d duplicates, %d DLQ, %d quarantined in %.3fs; %d pending",
                 result.consumed,
-                result.processed,
+                result.to_write,
                 result.duplicates,
                 result.dead_lettered,
                 result.quarantined,
@@ -346,6 +434,7 @@ class Ingestor:
             batches += 1
             if max_batches is not None and batches >= max_batches:
                 break
+        self.commit(flush=True)
 
     def stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
         """Finish the current batch, commit, close (wired to SIGTERM and SIGINT)."""
@@ -353,48 +442,12 @@ class Ingestor:
         self.stopping = True
 
     def close(self) -> None:
+        self.writer.process.close()
+        if self.batch_check is not None:
+            self.batch_check.process.close()
         self.consumer.close()
         self.producer.flush()
         self.producer.close()
-
-
-def gx_batch_check(settings: IngestSettings) -> Callable[[pd.DataFrame], tuple[bool, str]]:
-    """The Great Expectations check run on every micro-batch.
-
-    The suite is built here, before the first batch (that costs seconds). Data Docs pages of sampled
-    passing batches are written in the background, one at a time; a failing batch's page is written
-    before the check returns.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    from data_quality.docs import docs_dir_for, publish
-    from data_quality.runner import ValidationSummary, validate
-
-    every = settings.ingest_data_docs_every
-    checked = [0]
-    publisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="data-docs")
-
-    def run(frame: pd.DataFrame) -> ValidationSummary:
-        hour = pd.Timestamp.now(tz="UTC").floor("h").to_pydatetime()  # bounds move with the clock, hourly
-        return validate(frame, "ingest_batch", max_skew_hours=settings.ingest_max_event_skew_hours, now=hour)
-
-    def document(summary: ValidationSummary, batch: str) -> None:
-        try:  # the docs are for people: failing to write them never stops ingestion
-            publish(summary, docs_dir_for(settings.data_dir), run_name="ingest", batch=batch)
-        except Exception:
-            log.exception("could not publish the batch check to Data Docs")
-
-    def check(frame: pd.DataFrame) -> tuple[bool, str]:
-        summary = run(frame)
-        if every and (checked[0] % every == 0 or not summary.success):  # sampled, failures always
-            page = publisher.submit(document, summary, f"batch-{checked[0]}")
-            if not summary.success:
-                page.result()
-        checked[0] += 1
-        return summary.success, summary.report()
-
-    run(TRANSACTION_SCHEMA.empty_table().to_pandas())
-    return check
 
 
 def build(settings: IngestSettings) -> Ingestor:
@@ -411,10 +464,12 @@ def build(settings: IngestSettings) -> Ingestor:
         max_poll_interval_ms=600_000,
     )
     producer = make_producer(settings.kafka_bootstrap_servers)
-    store = S.apply(settings)
-    check = gx_batch_check(settings) if settings.ingest_validate_batches else None
-    ingestor = Ingestor(settings, consumer, producer, store, batch_check=check)
-    ingestor.recover()
+    S.apply(settings)
+    check = BatchCheck(settings) if settings.ingest_validate_batches else None
+    ingestor = Ingestor(settings, consumer, producer, BatchWriter(settings), batch_check=check)
+    ingestor.recover()  # while the side processes start
+    for side in [ingestor.writer.process] + ([check.process] if check is not None else []):
+        side.wait_started()
     return ingestor
 
 

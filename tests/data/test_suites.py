@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import great_expectations as gx
 import pytest
 from typer.testing import CliRunner
 
@@ -196,10 +197,10 @@ def test_simulator_refuses_bad_history(history: History) -> None:
 
 
 def test_ingest_check_refuses_and_publishes_failures(txns: pd.DataFrame, tmp_path: Path) -> None:
-    from services.ingest import gx_batch_check
+    from data_quality.batch_check import gx_check
 
     settings = IngestSettings(data_dir=tmp_path, ingest_data_docs_every=1000)
-    check = gx_batch_check(settings)
+    check = gx_check(settings)
     ok, _ = check(txns.iloc[:300])  # first batch: published (sampled)
     assert ok
     bad, report = check(pd.concat([txns.iloc[300:400], txns.iloc[300:310]]))  # failures always published
@@ -207,6 +208,15 @@ def test_ingest_check_refuses_and_publishes_failures(txns: pd.DataFrame, tmp_pat
     ok, _ = check(txns.iloc[400:500])  # neither first, sampled nor failed: not published
     pages = sorted((tmp_path / "data_docs" / "validations" / "ingest_batch").rglob("*.html"))
     assert [p.stem for p in pages] == ["batch-0", "batch-1"]
+
+
+def test_ingest_check_is_sent_every_column_its_suite_checks() -> None:
+    from data_quality.batch_check import INGEST_BATCH_COLUMNS
+    from data_quality.suites import ingest_batch
+
+    gx.get_context(mode="ephemeral")
+    checked = {getattr(e, "column") for e in ingest_batch().expectations}  # noqa: B009
+    assert checked == set(INGEST_BATCH_COLUMNS)
 
 
 def test_cli_validate(txns: pd.DataFrame, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
