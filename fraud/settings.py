@@ -102,6 +102,9 @@ class IngestSettings(FeatureStoreSettings):
     ingest_batch_linger_seconds: float = Field(
         0.02, ge=0, description="close a batch once it holds what the broker had, after one wait this long"
     )
+    ingest_offline_commit_seconds: float = Field(
+        1.0, ge=0, description="commit the offline rows (and then the offsets) of the batches written this often"
+    )
     ingest_max_event_skew_hours: float = Field(
         24.0 * 365 * 3, description="a batch with events older than this (or >1h in the future) is quarantined"
     )

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from feast import FeatureStore, RepoConfig
+from feast import FeatureStore, FeatureView, RepoConfig
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
@@ -92,6 +92,9 @@ def offline_schema(view: str) -> pa.Schema:
 
 def _block(rows: pd.DataFrame, members: list[str]) -> np.ndarray:
     """The members of a pack as an (n, k) float64 block."""
+    block = rows[members]
+    if all(isinstance(dtype, np.dtype) for dtype in block.dtypes):  # plain numpy columns: one conversion
+        return block.to_numpy(dtype=np.float64)
     return np.column_stack([rows[m].to_numpy(dtype=np.float64, na_value=np.nan) for m in members])
 
 
@@ -226,15 +229,18 @@ def online_rows(
     return list(zip(keys, features, stamps, [None] * len(keys), strict=True))
 
 
-def write_online(store: FeatureStore, view: str, rows: pd.DataFrame, batch_rows: int = 5000) -> int:
+def write_online(
+    store: FeatureStore, view: str, rows: pd.DataFrame, batch_rows: int = 5000, feature_view: FeatureView | None = None
+) -> int:
     """Write the latest row per entity to the online store.
 
     Through Feast's provider (`online_write_batch`, the call `write_to_online_store` ends in, for
     SQLite and Redis alike) with records built by `online_rows`; straight to the view, not through its
-    push source, which re-reads the registry on every push. The online store ends up the same.
+    push source, which re-reads the registry on every push. The online store ends up the same. A
+    caller writing often passes the `feature_view` it looked up once (a lookup costs ~6 ms).
     """
     latest = latest_per_entity(view, rows)
-    feature_view = store.get_feature_view(view, allow_registry_cache=True)
+    feature_view = feature_view or store.get_feature_view(view, allow_registry_cache=True)
     provider = store._get_provider()
     for start in range(0, len(latest), batch_rows):
         records = online_rows(view, latest.iloc[start : start + batch_rows])

@@ -8,6 +8,7 @@ by itself within a second if the service dies (`kill -9`), so nothing is left be
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing as mp
 import os
@@ -56,6 +57,8 @@ def _init(parent: int, level: str, json_lines: bool, start: Callable[..., None],
     setup_logging(level, json_lines)
     threading.Thread(target=_exit_with, args=(parent,), daemon=True, name="parent-watch").start()
     start(*args)
+    gc.collect()
+    gc.freeze()  # what start loaded stays: the collector's full passes need not walk it on every call
 
 
 def _exit_with(parent: int) -> None:

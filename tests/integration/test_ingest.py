@@ -175,7 +175,8 @@ def test_kill_9_mid_stream_then_restart_reaches_the_same_end_state(
     payloads = _good_payloads(events)
     topic = topic_factory("ingestkill", partitions=3)
     _produce(kafka_bootstrap, topic, payloads)
-    small = {"ingest_batch_max_events": 400, "ingest_batch_max_seconds": 0.3}
+    # offline commits every 0.3 s: the kill finds batches written online and not yet offline
+    small = {"ingest_batch_max_events": 200, "ingest_batch_max_seconds": 0.3, "ingest_offline_commit_seconds": 0.3}
 
     # uninterrupted reference run
     ref_topic_settings = _settings(tmp_path / "ref", topic, kafka_bootstrap, ingest_group_id=f"ref-{topic}", **small)
@@ -185,7 +186,7 @@ def test_kill_9_mid_stream_then_restart_reaches_the_same_end_state(
 
     crash = _settings(tmp_path / "crash", topic, kafka_bootstrap, **small)
     proc = _spawn_ingest(crash, tmp_path / "ingest.log")
-    _wait_parts(crash.data_dir, 3)
+    _wait_parts(crash.data_dir, 2)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     done_before = len(pd.read_parquet(history.folder(crash.data_dir, "transactions")))
