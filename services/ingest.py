@@ -1,15 +1,15 @@
 """`fraud ingest`: transactions from Kafka to Feast (online and offline), validated, nothing lost.
 
 The loop: poll a micro-batch (bounded by size and time) -> validate each event against the contract
-(bad ones to the DLQ with their original bytes) -> check the batch with Great Expectations (in a side
-process, while the feature state computes the batch's rows; a failing batch is quarantined) -> write
-the latest rows online (in a side process too) and stage the raw events and every view's rows ->
-once the online write is done, commit the staged files in one atomic step -> commit the Kafka offsets.
-A batch's online write runs while the next batch is polled, checked and computed; that batch's own
-writes start only after the one before it is wholly committed, so the order of durability is always
-online, offline, offsets. A crash anywhere replays at most the batches not committed: replayed events
-that already reached the history are skipped, so the offline store holds each event once, and the
-others are computed again from the rebuilt state, so the online rows written again are the same.
+(bad ones to the DLQ with their original bytes) -> check the batch with Great Expectations, in a side
+process, while the feature state computes the batch's rows (a failing batch is quarantined, the state
+left as it was) -> hand the rows to the writer, a second side process, and go on with the next batch.
+The writer takes the batches in order: each one online at once; offline, once a second, the raw
+events and every view's rows of the batches written since, in one atomic step. The Kafka offsets of
+a batch are committed once it is written both ways, so durability keeps one order: online, offline,
+offsets. A crash anywhere replays at most the batches whose offsets were not committed: replayed
+events that already reached the history are skipped, so the offline store holds each event once, and
+the others are computed again from the rebuilt state, so the online rows written again are the same.
 """
 
 from __future__ import annotations
