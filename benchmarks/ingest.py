@@ -18,6 +18,7 @@ import multiprocessing as mp
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,25 @@ def _settings(data_dir: Path, topic: str, **kw: Any) -> Any:
     return IngestSettings(**values)
 
 
+def _consume(ingestor: Any, done: Callable[[], bool], give_up_s: float = 30.0) -> list[Any]:
+    """The loop of `Ingestor.run` until `done()` (or `give_up_s` without a batch), keeping each batch's
+    result; at the end every event is written online and offline and its offsets are committed."""
+    results = []
+    last_batch = time.monotonic()
+    while True:
+        records = ingestor.poll_batch()
+        if not records and not ingestor.pending:
+            ingestor.commit(flush=True)
+            if done() or time.monotonic() - last_batch > give_up_s:
+                break
+            continue
+        results.append(ingestor.process(records))
+        ingestor.commit()
+        last_batch = time.monotonic()
+    ingestor.commit(flush=True)
+    return results
+
+
 def sustained(events: pd.DataFrame, tmp: Path) -> dict[str, Any]:
     """Backlog throughput of the real service, startup excluded."""
     import json
@@ -73,18 +93,7 @@ def sustained(events: pd.DataFrame, tmp: Path) -> dict[str, Any]:
     producer.close()
     ingestor = build(_settings(tmp / "sustained", topic))
     started = time.perf_counter()
-    last_progress = started
-    while ingestor.totals["processed"] < len(events):
-        records = ingestor.poll_batch()  # the loop of `Ingestor.run`
-        if not records and not ingestor.pending:
-            ingestor.commit(flush=True)
-            if time.perf_counter() - last_progress > 30:
-                break
-            continue
-        ingestor.process(records)
-        ingestor.commit()
-        last_progress = time.perf_counter()
-    ingestor.commit(flush=True)  # every event written online and offline, its offsets committed
+    _consume(ingestor, lambda: ingestor.totals["processed"] >= len(events))
     seconds = time.perf_counter() - started
     processed = ingestor.totals["processed"]
     ingestor.close()
@@ -144,7 +153,7 @@ def freshness(events: pd.DataFrame, tmp: Path, rate: float, duration: float, war
     """
 
     from fraud.kafka import ensure_topics
-    from services.ingest import BatchResult, build
+    from services.ingest import build
 
     topic = f"bench-fresh-{uuid.uuid4().hex[:8]}"
     ensure_topics(BOOTSTRAP, [topic], partitions=3)
@@ -157,18 +166,7 @@ def freshness(events: pd.DataFrame, tmp: Path, rate: float, duration: float, war
     sent = ctx.Value("q", 0)
     producer = ctx.Process(target=_produce_live, args=(topic, payloads, rate, warmup + duration, sent), daemon=True)
     producer.start()
-    results: list[BatchResult] = []
-    deadline = time.monotonic() + warmup + duration + 30
-    while time.monotonic() < deadline:
-        records = ingestor.poll_batch()  # the loop of `Ingestor.run`, keeping each batch's result
-        if not records and not ingestor.pending:
-            ingestor.commit(flush=True)
-            if not producer.is_alive() and sum(r.processed for r in results) >= sent.value:
-                break
-            continue
-        results.append(ingestor.process(records))
-        ingestor.commit()
-    ingestor.commit(flush=True)
+    results = _consume(ingestor, lambda: not producer.is_alive() and ingestor.totals["processed"] >= sent.value)
     producer.join(timeout=30)
     ingestor.close()
     lags = [lag for r in results for lag in r.freshness_s]

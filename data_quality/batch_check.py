@@ -79,9 +79,6 @@ class BatchCheck:
     def submit(self, frame: pd.DataFrame) -> Future[tuple[bool, str]]:
         return self.process.submit(_check, frame[list(INGEST_BATCH_COLUMNS)])
 
-    def __call__(self, frame: pd.DataFrame) -> tuple[bool, str]:
-        return self.submit(frame).result()
-
 
 _CHECK: Check | None = None
 

@@ -114,7 +114,7 @@ class BatchWriter:
     def submit(self, frame: pd.DataFrame, rows: dict[str, pd.DataFrame]) -> Future[tuple[float, bool]]:
         return self.process.submit(_write, frame, rows)
 
-    def commit_offline(self) -> Future[bool]:
+    def commit_offline(self) -> Future[None]:
         """Commit the batches written online since the last offline commit."""
         return self.process.submit(_commit_offline)
 
@@ -141,9 +141,11 @@ class _Writes:
         for view, view_rows in rows.items():
             self.rows[view].append(view_rows)
         due = time.monotonic() - self.committed_at >= self.settings.ingest_offline_commit_seconds
-        return written_at, due and self.commit()
+        if due:
+            self.commit()
+        return written_at, due
 
-    def commit(self) -> bool:
+    def commit(self) -> None:
         if self.frames:
             batch = atomic.AtomicBatch(manifest_dir(self.settings))
             frame = pd.concat(self.frames, ignore_index=True)
@@ -154,7 +156,6 @@ class _Writes:
             batch.commit()
             self.frames, self.rows = [], collections.defaultdict(list)
         self.committed_at = time.monotonic()
-        return True
 
 
 _WRITES: _Writes | None = None
@@ -175,8 +176,8 @@ def _write(frame: pd.DataFrame, rows: dict[str, pd.DataFrame]) -> tuple[float, b
     return _writes().write(frame, rows)
 
 
-def _commit_offline() -> bool:
-    return _writes().commit()
+def _commit_offline() -> None:
+    _writes().commit()
 
 
 def manifest_dir(settings: IngestSettings) -> Path:
@@ -462,12 +463,13 @@ class Ingestor:
             if not records and not self.pending:
                 self.commit(flush=True)  # nothing new: no reason to keep a batch in flight
                 idle = self.settings.ingest_idle_exit_seconds
-                if not self.consumer.assignment():  # still joining the group: not idle yet
+                if not idle:
+                    continue
+                # Still joining the group, or the broker away: not idle, and the clock starts again
+                # once it is back (an outage is no reason to stop).
+                if not self.consumer.assignment() or not self.broker_reachable():
                     idle_since = time.monotonic()
-                elif idle and time.monotonic() - idle_since > idle:
-                    if not self.broker_reachable():  # no events because the broker is away: wait for it
-                        idle_since = time.monotonic()
-                        continue
+                elif time.monotonic() - idle_since > idle:
                     log.info("no events for %.0fs: stopping", idle)
                     break
                 continue

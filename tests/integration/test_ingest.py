@@ -214,7 +214,7 @@ def test_broker_restart_mid_stream_loses_nothing(
         topic,
         kafka_bootstrap,
         ingest_batch_max_events=300,
-        ingest_idle_exit_seconds=20,
+        ingest_idle_exit_seconds=0,  # runs until stopped: how long the broker takes to come back is no matter
         kafka_wait_seconds=120,
     )
     proc = _spawn_ingest(settings, tmp_path / "ingest.log")
@@ -226,7 +226,12 @@ def test_broker_restart_mid_stream_loses_nothing(
         assert proc.poll() is None, "ingest died while the broker was away"
         subprocess.run([str(broker), "start"], check=True, timeout=120)
         _produce(kafka_bootstrap, topic, payloads[2_000:])
-        assert proc.wait(timeout=300) == 0, (tmp_path / "ingest.log").read_text()[-3000:]
+        deadline = time.monotonic() + 300
+        while len(history.read(tmp_path, "transactions")) < 4_000 and time.monotonic() < deadline:
+            assert proc.poll() is None, (tmp_path / "ingest.log").read_text()[-3000:]
+            time.sleep(1.0)
+        proc.send_signal(signal.SIGTERM)  # finishes its batch, commits, closes
+        assert proc.wait(timeout=120) == 0, (tmp_path / "ingest.log").read_text()[-3000:]
     finally:
         if proc.poll() is None:
             proc.kill()
