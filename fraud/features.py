@@ -490,6 +490,11 @@ def _floats(frame: Columns, name: str, n: int) -> np.ndarray:
     return v.astype(np.float64, copy=False)
 
 
+def _present(values: np.ndarray) -> np.ndarray:
+    """Where a text column has a value (not None, not NaN)."""
+    return np.fromiter((v is not None and v == v for v in values), dtype=bool, count=len(values))
+
+
 def _micros(values: Any) -> np.ndarray:
     """UTC times as float64 microseconds since the epoch (NaN where missing)."""
     if isinstance(values, np.ndarray) and values.dtype.kind == "M":
@@ -529,12 +534,10 @@ def request_columns(txns: Columns, stored: Columns) -> dict[str, np.ndarray]:
         out[f"{field}_code"] = np.fromiter((codes[v] for v in _values(txns, field)), dtype=np.int64, count=n)
     out["hour_of_day"] = (t // (3600 * US)) % 24
     out["day_of_week"] = (t // (86400 * US) + 3) % 7  # 1970-01-01 was a Thursday; Monday is 0
-    types = _values(txns, "type")
-    outgoing = np.isin(types, OUTGOING)
+    outgoing = np.fromiter((v in OUTGOING for v in _values(txns, "type")), dtype=bool, count=n)
     out["is_outgoing"] = outgoing.astype(np.int64)
-    out["is_onchain"] = (
-        pd.notna(_values(txns, "destination_address")) | pd.notna(_values(txns, "source_address"))
-    ).astype(np.int64)
+    onchain = _present(_values(txns, "destination_address")) | _present(_values(txns, "source_address"))
+    out["is_onchain"] = onchain.astype(np.int64)
 
     def seconds_since(name: str) -> np.ndarray:
         if name not in stored:
@@ -552,8 +555,7 @@ def request_columns(txns: Columns, stored: Columns) -> dict[str, np.ndarray]:
                 [0 if isinstance(k, str) and v in k.split(SEP) else 1 for v, k in zip(values, known, strict=True)],
                 dtype=np.int64,
             )
-        present = np.array([v is not None and v == v for v in values], dtype=bool)
-        out[field] = np.where(present, flag, 0)
+        out[field] = np.where(_present(values), flag, 0)
     out["seconds_since_prev_txn"] = seconds_since("last_event_time")
     out["account_age_days"] = seconds_since("signup_time") / 86400.0
     mean = _floats(stored, "usd_mean_30d", n)
@@ -565,8 +567,8 @@ def request_columns(txns: Columns, stored: Columns) -> dict[str, np.ndarray]:
         balance = np.full(n, np.nan)
         assets = _values(txns, "asset")
         for a in ASSETS:
-            if f"balance_{a}" in stored:
-                sel = assets == a
+            sel = assets == a
+            if f"balance_{a}" in stored and sel.any():
                 balance[sel] = _floats(stored, f"balance_{a}", n)[sel]
         share = amount / np.where(balance > 0, balance, np.nan)
         share = np.where(np.isnan(share) & outgoing & has_user, 10.0, share)
@@ -611,11 +613,16 @@ def model_array(stored: Columns, request: Columns) -> np.ndarray:
     A name in both inputs takes the request's value."""
     n = _rows(request)
     absent = np.full(n, np.nan)
-    columns = [
-        _floats(request, c, n) if c in request else _floats(stored, c, n) if c in stored else absent
-        for c in _MODEL_COLUMNS
-    ]
-    return np.stack(columns, axis=1)
+    columns = []
+    for c in _MODEL_COLUMNS:
+        source = request if c in request else stored if c in stored else None
+        v = absent if source is None else source[c]
+        if not (isinstance(v, np.ndarray) and v.dtype.kind in "fiub"):  # numeric numpy columns go in as they are
+            v = _floats(source, c, n)
+        columns.append(v)
+    # One conversion for the whole block (per-column conversions cost more than the scorer's features).
+    # Transposed, it is column-major: each feature's values stay contiguous, as pandas and LightGBM take them.
+    return np.array(columns, dtype=np.float64).T
 
 
 def model_matrix(stored: Columns, request: Columns) -> pd.DataFrame:

@@ -165,9 +165,10 @@ class OnlineFeatureReader:
                     stamps[i] = None if ts is None else _utc(ts)
                     found[i] = feats
             as_of[view] = stamps
-            block = _numbers(found, plan.numeric)
-            for j, name in enumerate(plan.numeric):
-                values[name] = block[:, j]
+            if plan.numeric:
+                block = _numbers(found, plan.numeric)
+                for j, name in enumerate(plan.numeric):
+                    values[name] = block[:, j]
             for field, members in plan.packs.items():
                 packed = _pack(found, field, len(members))
                 for j, name in enumerate(members):

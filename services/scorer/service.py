@@ -43,6 +43,7 @@ class ScoringService:
             max_wait_s=settings.scorer_microbatch_wait_ms / 1000.0,
             on_batch=metrics.batch_size.observe,
             no_retry=(ModelUnavailable, StoreUnavailable),
+            after=self.record,
         )
 
     @property
@@ -69,17 +70,18 @@ class ScoringService:
             if self.settings.scorer_store_down == "unavailable":
                 raise
             rows = core.OnlineRows.unavailable(len(txns))
-        results = core.score_batch(
-            model, txns, rows, top_k=self.settings.scorer_top_reasons, explain=[e for _, e in items]
-        )
+        explain = [e for _, e in items]
+        return core.score_batch(model, txns, rows, top_k=self.settings.scorer_top_reasons, explain=explain)
+
+    def record(self, results: list[core.Scored]) -> None:
+        """Audit and count a scored batch (the batcher runs this after the batch's responses are out)."""
         if self.audit is not None:
-            self.audit.publish(results, model.feature_names)
+            self.audit.publish(results, core.MODEL_FEATURES)
         m = self.metrics
         for r in results:
             m.decisions.labels(r.decision).inc()
             m.scores.observe(r.score)
             for group in r.missing:
                 m.missing.labels(group).inc()
-        if rows.degraded:
-            m.degraded.inc(len(results))
-        return results
+            if r.degraded:
+                m.degraded.inc()
