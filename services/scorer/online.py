@@ -9,6 +9,10 @@ about two thirds of a read here. A test checks both paths return the same values
 A network store (Redis) is read on a helper thread so a hung connection costs at most the timeout.
 The embedded SQLite store is a local file in WAL mode (readers never wait for the writer), so it is
 read on the caller's thread: the hop to a helper thread and back cost about 0.3 ms a read here.
+And it is read in one query for all six views (`_SqliteViews`): Feast's SQLite store keeps a table
+per view, and the Python around each of its per-view queries cost more than the query (six reads
+of one key: ~0.43 ms through the provider, ~0.2 ms as one query). The query uses Feast's table names,
+key serialisation and row layout; the same test checks it against `get_online_features`.
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ from typing import Any
 
 import numpy as np
 from feast import FeatureStore
+from feast.infra.key_encoding_utils import serialize_entity_key
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
+from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.type_map import NULL_TIMESTAMP_INT_VALUE
 
 from feature_repo.repo import ALL_VIEWS, PACKS, SERVICE_NAME
@@ -91,6 +98,55 @@ class _ViewPlan:
         self.numeric = [n for n in names if n not in TIME_FEATURES and n not in TEXT_FEATURES and n not in self.packs]
 
 
+Found = list[tuple[datetime | None, dict[str, Any] | None]]  # per key: (event time, feature -> ValueProto)
+
+
+class _SqliteViews:
+    """Feast's SQLite online tables, every view read in one UNION ALL query (see the module doc)."""
+
+    def __init__(self, store: FeatureStore, plans: dict[str, _ViewPlan]) -> None:
+        from feast.infra.online_stores.sqlite import _quote_id, _table_id
+
+        config = store.config
+        versioned = config.registry.enable_online_feature_view_versioning
+        self._tables = {
+            view: _quote_id(_table_id(config.project, plan.feature_view, versioned)) for view, plan in plans.items()
+        }
+        self._version = config.entity_key_serialization_version
+        online_store: Any = store._get_provider().online_store
+        self._conn = online_store._get_conn(config)  # Feast's connection (WAL, same file)
+
+    def read(self, keys: dict[str, list[EntityKeyProto]]) -> dict[str, Found]:
+        parts: list[str] = []
+        args: list[bytes] = []
+        blobs: dict[str, list[bytes]] = {}
+        for i, (view, table) in enumerate(self._tables.items()):
+            if keys.get(view):
+                blobs[view] = [
+                    serialize_entity_key(k, entity_key_serialization_version=self._version) for k in keys[view]
+                ]
+                marks = ",".join("?" * len(blobs[view]))
+                # event_ts holds epoch seconds; cast, it skips the sqlite3 converter (converted below as Feast does)
+                parts.append(
+                    f"SELECT {i}, entity_key, feature_name, value, CAST(event_ts AS INTEGER) FROM {table} "
+                    f"WHERE entity_key IN ({marks})"
+                )
+                args += blobs[view]
+        if not parts:
+            return {}
+        views = list(self._tables)
+        rows: dict[tuple[str, bytes], tuple[datetime, dict[str, Any]]] = {}
+        for i, key, name, value_bin, ts in self._conn.execute(" UNION ALL ".join(parts), args).fetchall():
+            value = ValueProto()
+            value.ParseFromString(value_bin)
+            entry = rows.get((views[i], key))
+            if entry is None:
+                # Feast reads the naive local time sqlite stored and labels it UTC: the same here.
+                entry = rows[(views[i], key)] = (datetime.fromtimestamp(ts).replace(tzinfo=UTC), {})
+            entry[1][name] = value
+        return {view: [rows.get((view, b), (None, None)) for b in view_blobs] for view, view_blobs in blobs.items()}
+
+
 class StoreUnavailable(RuntimeError):
     """The online store did not answer (error or timeout)."""
 
@@ -98,7 +154,8 @@ class StoreUnavailable(RuntimeError):
 class OnlineFeatureReader:
     """Reads a batch's online rows; after a failure it skips the store for `retry_s` (fail fast, no pile-up)."""
 
-    def __init__(self, store: FeatureStore, timeout_s: float, retry_s: float) -> None:
+    def __init__(self, store: FeatureStore, timeout_s: float, retry_s: float, per_view: bool = False) -> None:
+        """`per_view`: read SQLite view by view through Feast's provider too, the path other stores take."""
         self._store = store
         self._timeout_s = timeout_s
         self._retry_s = retry_s
@@ -109,6 +166,7 @@ class OnlineFeatureReader:
         self._views = {view: _ViewPlan(view, store.get_feature_view(view), served[view]) for view in ALL_VIEWS}
         self._provider = store._get_provider()  # Feast's per-view online read (see the module doc)
         self._inline = store.config.online_store.type == "sqlite"  # local file: no helper thread (module doc)
+        self._sqlite = _SqliteViews(store, self._views) if self._inline and not per_view else None
 
     @property
     def healthy(self) -> bool:
@@ -153,17 +211,30 @@ class OnlineFeatureReader:
         values: dict[str, np.ndarray] = {}
         as_of: dict[str, list[datetime | None]] = {}
         n = len(entity_rows)
+        wanted = {
+            view: [i for i, row in enumerate(entity_rows) if row[VIEW_KEYS[view]] != ABSENT] for view in self._views
+        }
+        keys = {
+            view: [entity_key(VIEW_KEYS[view], entity_rows[i][VIEW_KEYS[view]]) for i in rows]
+            for view, rows in wanted.items()
+            if rows
+        }
+        if self._sqlite is not None:
+            read = self._sqlite.read(keys)
+        else:
+            config = self._store.config
+            read = {
+                view: self._provider.online_read(
+                    config, self._views[view].feature_view, view_keys, self._views[view].names
+                )
+                for view, view_keys in keys.items()
+            }
         for view, plan in self._views.items():
-            key = VIEW_KEYS[view]
-            wanted = [i for i, row in enumerate(entity_rows) if row[key] != ABSENT]
             stamps: list[datetime | None] = [None] * n
             found: list[dict[str, Any] | None] = [None] * n
-            if wanted:
-                keys = [entity_key(key, entity_rows[i][key]) for i in wanted]
-                rows = self._provider.online_read(self._store.config, plan.feature_view, keys, plan.names)
-                for i, (ts, feats) in zip(wanted, rows, strict=True):
-                    stamps[i] = None if ts is None else _utc(ts)
-                    found[i] = feats
+            for i, (ts, feats) in zip(wanted[view], read.get(view, []), strict=True):
+                stamps[i] = None if ts is None else _utc(ts)
+                found[i] = feats
             as_of[view] = stamps
             if plan.numeric:
                 block = _numbers(found, plan.numeric)

@@ -193,13 +193,15 @@ def test_response_contract_and_audit_record(client: TestClient, world: World, ka
     assert plain["explained"] == (plain["decision"] != "approve")  # reasons by default only where acted upon
 
 
-def test_scorer_online_read_equals_feast_get_online_features(world: World) -> None:
-    """The scorer's per-view read (Feast provider) returns what the SDK's get_online_features returns."""
+@pytest.mark.parametrize("per_view", [False, True], ids=["sqlite-one-query", "provider-per-view"])
+def test_scorer_online_read_equals_feast_get_online_features(world: World, per_view: bool) -> None:
+    """The scorer's reads (SQLite in one query; Feast's provider view by view, as for Redis) return what
+    the SDK's get_online_features returns."""
     from services.scorer import core
     from services.scorer.online import ABSENT, ENTITY_KEYS, OnlineFeatureReader
 
     store = S.open_store(world.before)
-    reader = OnlineFeatureReader(store, timeout_s=10, retry_s=1)
+    reader = OnlineFeatureReader(store, timeout_s=10, retry_s=1, per_view=per_view)
     t = world.target
     rows = [
         {k: t[k] if isinstance(t[k], str) else ABSENT for k in ENTITY_KEYS},
@@ -207,6 +209,9 @@ def test_scorer_online_read_equals_feast_get_online_features(world: World) -> No
         {**{k: t[k] if isinstance(t[k], str) else ABSENT for k in ENTITY_KEYS}, "destination_address": ABSENT},
     ]
     ours = reader.read([_txn_like(r) for r in rows])
+    if not per_view:  # the rows' event times too: as Feast's provider reads them
+        provider = OnlineFeatureReader(store, timeout_s=10, retry_s=1, per_view=True)
+        assert ours.as_of == provider.read([_txn_like(r) for r in rows]).as_of
     sdk = store.get_online_features(features=store.get_feature_service(S.SERVICE_NAME), entity_rows=rows).to_dict()
     for packs in S.PACKS.values():  # a packed field's list, member by member (None: no row)
         for field, members in packs.items():
