@@ -11,7 +11,9 @@ Kafka when a broker answers), the same with reason codes on every response, and 
 serve` of the same model (feature vector in, probability out, no lookup). The load generator runs in its own process:
 open loop at fixed rates (requests are sent on schedule whether or not earlier ones returned, and
 latency counts from the scheduled send time), over keep-alive HTTP/1.1 connections on 127.0.0.1.
-Every step is bounded in time. Writes benchmarks/results/score.json and prints a table.
+The audit topic is created before the scorer starts (as `fraud topics` does in a deployment), and
+each server runs 10 s at 200 req/s before anything is measured. Every step is bounded in time.
+Writes benchmarks/results/score.json and prints a table.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from benchmarks.common import write_results
 NAME = "crypto-fraud-detector"
 RATES = (25, 50, 100, 150, 200, 250, 300, 400, 500, 600, 800, 1000, 1200, 1500, 1800, 2200, 2600, 3000, 3500, 4000)
 P99_LIMIT_MS = 50.0
+WARM_UP_SECONDS = 10.0  # at 200 req/s, before each server's first measurement
 API_KEY = "bench-key"
 
 
@@ -280,7 +283,7 @@ def _run_scorer(
     proc = subprocess.Popen(cmd, env=env, start_new_session=True)
     try:
         _wait_ready(f"http://127.0.0.1:{port}/readyz", proc)
-        load(port, payloads, 100, 3.0)  # warm-up
+        load(port, payloads, 200, WARM_UP_SECONDS)
         at200 = load(port, payloads, 200, latency_seconds)
         print(f"  200 req/s for {latency_seconds:.0f}s: p50 {at200['p50_ms']} ms, p99 {at200['p99_ms']} ms")
         decisions = _decisions(port)
@@ -298,6 +301,20 @@ def _run_scorer(
         "decisions": decisions,
         "explained_share": round(explained, 4),
     }
+
+
+def _create_topic(env: dict[str, str]) -> None:
+    """The audit topic, made before the scorer starts (without a broker the scorer queues its audit records)."""
+    from fraud.kafka import BrokerUnavailable, ensure_topics, wait_for_broker
+    from fraud.settings import CommonSettings
+
+    bootstrap = CommonSettings().kafka_bootstrap_servers
+    try:
+        wait_for_broker(bootstrap, timeout_s=5)
+    except BrokerUnavailable:
+        print(f"no broker at {bootstrap}: the scorer runs without its audit trail", flush=True)
+        return
+    ensure_topics(bootstrap, [env["FRAUD_SCORER_AUDIT_TOPIC"]])
 
 
 def _scorer_payloads(data_dir: Path) -> list[bytes]:
@@ -344,7 +361,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, default=2, help="uvicorn workers, for both servers")
     parser.add_argument("--step-seconds", type=float, default=5.0, help="duration of each fixed-rate step")
-    parser.add_argument("--latency-seconds", type=float, default=15.0, help="duration of the 200 req/s run")
+    parser.add_argument("--latency-seconds", type=float, default=30.0, help="duration of the 200 req/s run")
     parser.add_argument("--data-dir", type=Path, default=Path("data/bench-score"), help="setup cache")
     parser.add_argument("--users", type=int, default=3000)
     parser.add_argument("--days", type=int, default=21)
@@ -368,6 +385,7 @@ def main() -> None:
     }
     results: dict[str, Any] = {"workers": args.workers, "model_trees": info["trees"], "step_seconds": args.step_seconds}
 
+    _create_topic(env)
     payloads = _scorer_payloads(data_dir)
     ours = _run_scorer(env, args.workers, payloads, args.latency_seconds, args.step_seconds)
     results.update(
@@ -402,6 +420,7 @@ def main() -> None:
         try:
             _wait_ready(f"http://127.0.0.1:{port}/ping", mproc)
             mpay = _mlflow_payloads(data_dir)
+            load(port, mpay, 200, WARM_UP_SECONDS)
             m200 = load(port, mpay, 200, args.latency_seconds)
             msteps, mbest = ramp(port, mpay, args.step_seconds)
         finally:
