@@ -491,8 +491,8 @@ def _floats(frame: Columns, name: str, n: int) -> np.ndarray:
 
 
 def _present(values: np.ndarray) -> np.ndarray:
-    """Where a text column has a value (not None, not NaN)."""
-    return np.fromiter((v is not None and v == v for v in values), dtype=bool, count=len(values))
+    """Where a text column has a value: a string (None, NaN and pd.NA are missing)."""
+    return np.fromiter((isinstance(v, str) for v in values), dtype=bool, count=len(values))
 
 
 def _micros(values: Any) -> np.ndarray:

@@ -231,6 +231,31 @@ def test_micro_batcher_routes_results_and_isolates_a_failing_request() -> None:
     assert max(sizes) <= 8 and sum(sizes) == 20  # batched, bounded, nothing scored twice
 
 
+def test_micro_batcher_runs_after_once_each_batch_is_answered() -> None:
+    """`after` (the audit record and metrics) sees every result once, and only once its request has its answer."""
+    answered: list[int] = []
+    seen: list[tuple[list[int], bool]] = []
+
+    def after(results: list[int]) -> None:
+        seen.append((results, all(r // 10 in answered for r in results)))
+
+    async def run() -> None:
+        batcher: MicroBatcher[int, int] = MicroBatcher(lambda items: [x * 10 for x in items], max_rows=4, after=after)
+        batcher.start()
+
+        async def call(i: int) -> None:
+            await batcher.submit([i])
+            answered.append(i)
+
+        await asyncio.gather(*(call(i) for i in range(10)))
+        await asyncio.sleep(0)  # the last batch's `after` runs behind its answers
+        await batcher.stop()
+
+    asyncio.run(run())
+    assert sorted(r for results, _ in seen for r in results) == [i * 10 for i in range(10)]
+    assert len(seen) > 1 and all(answered_first for _, answered_first in seen)
+
+
 class FakeSource:
     def __init__(self) -> None:
         self.version: str | None = None
