@@ -1,10 +1,11 @@
-"""The scorer's Feast edge: one online read per view and micro-batch, with a timeout and a breaker.
+"""The scorer's Feast edge: the online rows of a micro-batch, with a timeout and a breaker.
 
-Each view of the FeatureService `fraud_detection_v1` is read through Feast's provider (`online_read`,
-the same call `FeatureStore.get_online_features` makes per view, for SQLite and Redis alike), and
-the values go straight from their protos into numpy columns, one pass per view. That skips the
-SDK's response assembly (entity checks, typed response protos, per-value conversion), which cost
-about two thirds of a read here. A test checks both paths return the same values and timestamps.
+A network store (Redis) is read view by view through Feast's provider (`online_read`, the call
+`FeatureStore.get_online_features` makes per view); the embedded SQLite store in one query for all
+views (below). Either way the values go straight from their protos into numpy columns, one pass per
+view. That skips the SDK's response assembly (entity checks, typed response protos, per-value
+conversion), which cost about two thirds of a read here. A test checks both paths return the values
+the SDK returns, and the one-query path the event times the provider returns.
 
 A network store (Redis) is read on a helper thread so a hung connection costs at most the timeout.
 The embedded SQLite store is a local file in WAL mode (readers never wait for the writer), so it is
