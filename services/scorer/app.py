@@ -305,7 +305,7 @@ def create_app(
         finally:
             watcher.cancel()
             gc.unfreeze()
-            await service.batcher.stop()
+            await service.stop()
             if audit is not None:
                 await asyncio.to_thread(audit.close)
             reader.close()

@@ -5,9 +5,7 @@ batch function on the loop itself. The work is CPU-bound Python: on a worker thr
 contend with the loop for the interpreter lock (measured: p50 at 200 req/s rose from ~11 to ~17-35
 ms), while on the loop, requests arriving during a batch wait in the socket and form the next
 batch. Under light load a batch is a single request (no added wait unless `max_wait_s` > 0); under
-heavy load batches grow, which is what keeps per-request cost flat. Work a response does not need
-(the audit record, metrics) goes to `after`, which the loop runs once the batch's requests have
-been answered. A failing batch is retried
+heavy load batches grow, which is what keeps per-request cost flat. A failing batch is retried
 request by request, so one bad request cannot fail its neighbours (except for `no_retry` errors,
 which concern the whole batch).
 """
@@ -44,14 +42,12 @@ class MicroBatcher(Generic[In, Out]):
         max_wait_s: float = 0.0,
         on_batch: Callable[[int], None] | None = None,
         no_retry: tuple[type[Exception], ...] = (),
-        after: Callable[[list[Out]], None] | None = None,
     ) -> None:
         self._process = process
         self._max_rows = max_rows
         self._max_wait_s = max_wait_s
         self._on_batch = on_batch
         self._no_retry = no_retry
-        self._after = after
         self._queue: deque[_Pending[In, Out]] = deque()
         self._wakeup: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
@@ -123,8 +119,6 @@ class MicroBatcher(Generic[In, Out]):
             if not pending.future.done():
                 pending.future.set_result(results[start:end])
             start = end
-        if self._after is not None:  # queued behind the wake-ups set_result just queued: responses go first
-            asyncio.get_running_loop().call_soon(self._after, results)
 
     @staticmethod
     def _fail(pending: _Pending[In, Out], exc: Exception) -> None:

@@ -9,7 +9,9 @@ the base value to the model's raw score, which the calibration maps to the proba
 `score`. TreeSHAP costs about 100x a prediction (about 2 ms a row for a 400-tree model), so the raw
 score comes from `predict` and contributions are computed only for the transactions that need a
 reason: every review and decline, and any transaction whose caller asks (`explain`). With the
-`explain_all` policy every transaction is explained.
+`explain_all` policy every transaction is explained. Scoring and explaining are two steps
+(`score_batch(..., reasons=False)`, then `add_reasons`) so the scorer can run the costly one on a
+helper thread, where it holds up no other request.
 """
 
 from __future__ import annotations
@@ -110,6 +112,8 @@ class Scored:
     freshness: dict[str, Freshness]
     model_version: str
     features: np.ndarray = field(repr=False)
+    needs_reasons: bool = False  # flagged or asked for, reasons not computed yet (see `add_reasons`)
+    model: ScoringModel | None = field(default=None, repr=False)  # the model that scored it, which must explain it
 
 
 # ---------------------------------------------------------------------------------------------
@@ -297,10 +301,12 @@ def score_batch(
     rows: OnlineRows,
     top_k: int = 3,
     explain: Sequence[bool] | None = None,
+    reasons: bool = True,
 ) -> list[Scored]:
     """Score a batch: one feature pass and one `predict`; contributions for the rows that need reasons.
 
-    A row is explained when its decision is review or decline, or when `explain[i]` is true.
+    A row needs reasons when its decision is review or decline, or when `explain[i]` is true. With
+    `reasons=False` such rows come back with `needs_reasons` set and no reasons yet, for `add_reasons`.
     """
     if not txns:
         return []
@@ -310,39 +316,48 @@ def score_batch(
     margin = np.asarray(model.margin(matrix), dtype=np.float64)
     p = np.asarray(model.proba_from_margin(margin), dtype=np.float64)
     decisions = model.decide(p)
-    wanted = [d != "approve" or bool(explain and explain[i]) for i, d in enumerate(decisions)]
-    chosen = [i for i, w in enumerate(wanted) if w]
-    contrib: dict[int, np.ndarray] = {}
-    if chosen:
-        block = np.asarray(model.contributions(matrix[chosen]), dtype=np.float64)
-        contrib = dict(zip(chosen, block, strict=True))
-    out = []
-    for i, txn in enumerate(txns):
-        reasons: list[Reason] = []
-        base = other = None
-        if i in contrib:
-            c = contrib[i]
-            reasons = top_reasons(MODEL_FEATURES, c[:-1], matrix[i], top_k)
-            base = float(c[-1])
-            other = float(margin[i] - base - sum(r.contribution for r in reasons))
-        out.append(
-            Scored(
-                transaction=txn,
-                score=float(p[i]),
-                decision=str(decisions[i]),
-                raw_score=float(margin[i]),
-                explained=i in contrib,
-                base_value=base,
-                reasons=reasons,
-                other_contribution=other,
-                degraded=rows.degraded,
-                missing=missing_groups(txn, rows, i),
-                freshness=freshness(txn, rows, i),
-                model_version=model.version,
-                features=matrix[i],
-            )
+    out = [
+        Scored(
+            transaction=txn,
+            score=float(p[i]),
+            decision=str(decisions[i]),
+            raw_score=float(margin[i]),
+            explained=False,
+            base_value=None,
+            reasons=[],
+            other_contribution=None,
+            degraded=rows.degraded,
+            missing=missing_groups(txn, rows, i),
+            freshness=freshness(txn, rows, i),
+            model_version=model.version,
+            features=matrix[i],
+            needs_reasons=decisions[i] != "approve" or bool(explain and explain[i]),
+            model=model,
         )
+        for i, txn in enumerate(txns)
+    ]
+    if reasons:
+        add_reasons([s for s in out if s.needs_reasons], top_k)
     return out
+
+
+def add_reasons(scored: Sequence[Scored], top_k: int = 3) -> None:
+    """Explain scored rows in place: one `contributions` call per model that scored them, the top `top_k`
+    reasons, the base value and the rest (so base + reasons + other = raw score)."""
+    by_model: dict[int, list[Scored]] = {}
+    for s in scored:
+        if s.model is None:
+            raise ValueError(f"{s.transaction.transaction_id}: no model to explain it with")
+        by_model.setdefault(id(s.model), []).append(s)
+    for group in by_model.values():
+        model = group[0].model
+        assert model is not None
+        block = np.asarray(model.contributions(np.vstack([s.features for s in group])), dtype=np.float64)
+        for s, c in zip(group, block, strict=True):
+            s.reasons = top_reasons(MODEL_FEATURES, c[:-1], s.features, top_k)
+            s.base_value = float(c[-1])
+            s.other_contribution = s.raw_score - s.base_value - sum(r.contribution for r in s.reasons)
+            s.explained, s.needs_reasons = True, False
 
 
 def audit_record(s: Scored, feature_names: Sequence[str], scored_at: datetime) -> dict[str, Any]:

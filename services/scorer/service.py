@@ -1,9 +1,18 @@
-"""The scoring service: model holder + online reader + core + audit + metrics, behind a micro-batcher."""
+"""The scoring service: model holder + online reader + core + audit + metrics, behind a micro-batcher.
+
+A request is scored in its micro-batch on the event loop (features and `predict`: fractions of a
+millisecond). Reason codes, where a row needs them, are TreeSHAP (~2 ms a row, about 100x a
+prediction): they are computed after the batch on a helper thread, where LightGBM's C code runs
+without the interpreter lock, so one explained transaction never holds up the requests behind it.
+The audit record and the metrics follow once a request's reasons are in, after its response.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 from fraud.contracts import Transaction
 from fraud.settings import ScorerSettings
@@ -43,8 +52,8 @@ class ScoringService:
             max_wait_s=settings.scorer_microbatch_wait_ms / 1000.0,
             on_batch=metrics.batch_size.observe,
             no_retry=(ModelUnavailable, StoreUnavailable),
-            after=self.record,
         )
+        self._explainer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reasons")
 
     @property
     def ready(self) -> bool:
@@ -56,10 +65,31 @@ class ScoringService:
     async def score(self, txns: Sequence[Transaction], explain: bool = False) -> list[core.Scored]:
         """Score transactions through the micro-batcher; `explain` asks reasons for approvals too."""
         explain = explain or self.settings.scorer_explain == "all"
-        return await self.batcher.submit([(t, explain) for t in txns])
+        results = await self.batcher.submit([(t, explain) for t in txns])
+        loop = asyncio.get_running_loop()
+        pending = [r for r in results if r.needs_reasons]
+        if not pending:
+            loop.call_soon(self.record, results)  # queued behind this response
+            return results
+        done = loop.run_in_executor(self._explainer, core.add_reasons, pending, self.settings.scorer_top_reasons)
+        answered = asyncio.shield(done)  # a caller that goes away does not stop the audit record
+
+        def audit(future: asyncio.Future[None]) -> None:
+            if future.exception() is None:
+                loop.call_soon(self.record, results)  # behind the response, like the unexplained path
+
+        done.add_done_callback(audit)
+        await answered
+        return results
+
+    async def stop(self) -> None:
+        """Finish the queued batches and the reasons being computed, then stop."""
+        await self.batcher.stop()
+        await asyncio.to_thread(self._explainer.shutdown, True)
+        await asyncio.sleep(0)  # the audit records of the last reasons
 
     def process(self, items: list[tuple[Transaction, bool]]) -> list[core.Scored]:
-        """Score one micro-batch (runs on the batch thread)."""
+        """Score one micro-batch, reasons left for `score` (the micro-batcher runs this on the event loop)."""
         txns = [t for t, _ in items]
         model = self.holder.current  # read once: the whole batch uses this model even if a swap happens now
         if model is None:
@@ -71,10 +101,10 @@ class ScoringService:
                 raise
             rows = core.OnlineRows.unavailable(len(txns))
         explain = [e for _, e in items]
-        return core.score_batch(model, txns, rows, top_k=self.settings.scorer_top_reasons, explain=explain)
+        return core.score_batch(model, txns, rows, explain=explain, reasons=False)  # reasons: in `score`
 
     def record(self, results: list[core.Scored]) -> None:
-        """Audit and count a scored batch (the batcher runs this after the batch's responses are out)."""
+        """Audit and count a request's decisions (runs after its response is out)."""
         if self.audit is not None:
             self.audit.publish(results, core.MODEL_FEATURES)
         m = self.metrics

@@ -187,6 +187,9 @@ def test_response_contract_and_audit_record(client: TestClient, world: World, ka
     record = _audit(kafka_bootstrap, client.app.state.topic, world.target.transaction_id)  # type: ignore[attr-defined]
     assert record["score"] == body["score"] and record["decision"] == body["decision"]
     assert record["model_version"] == world.v1 and record["transaction"]["user_id"] == world.target.user_id
+    # audited once its reasons (computed off the event loop) are in
+    assert record["explained"] and record["reason_codes"] == [r["code"] for r in body["reason_codes"]]
+    assert record["base_value"] == body["base_value"]
     assert set(record["features"]) == set(F.model_feature_names())
     plain = client.post("/v1/score", json=world.transaction(transaction_id="not-asked")).json()
     assert plain["score"] == body["score"]
@@ -382,13 +385,21 @@ def test_hot_swap_under_concurrent_requests_loses_none(world: World, topic_facto
             time.sleep(0.1)
         stop = threading.Event()
 
+        def adds_up(body: dict[str, Any]) -> bool:
+            """Reasons from the model that scored it: base + reasons + other = its raw score."""
+            reasons = sum(r["contribution"] for r in body["reason_codes"])
+            return bool(abs(body["base_value"] + reasons + body["other_contribution"] - body["raw_score"]) < 1e-9)
+
         def hammer(worker: int) -> list[tuple[int, str]]:
             seen = []
             with httpx.Client(base_url=url, headers={"X-API-Key": KEY}, timeout=10) as http:
                 i = 0
                 while not stop.is_set():
-                    r = http.post("/v1/score", json=world.transaction(transaction_id=f"h{worker}-{i}"))
-                    seen.append((r.status_code, r.json().get("model_version", "")))
+                    explain = {"explain": "true"} if i % 2 else {}  # half explained: reasons across the swap too
+                    r = http.post("/v1/score", json=world.transaction(transaction_id=f"h{worker}-{i}"), params=explain)
+                    body = r.json()
+                    seen.append((r.status_code, body.get("model_version", "")))
+                    assert not explain or adds_up(body), body
                     i += 1
                     time.sleep(0.01)
             return seen

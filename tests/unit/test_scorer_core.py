@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import lightgbm as lgb
 import numpy as np
@@ -15,9 +17,12 @@ import pytest
 from feature_repo.repo import ALL_VIEWS
 from fraud import features as F
 from fraud.contracts import Transaction, transaction_record
+from fraud.settings import ScorerSettings
 from services.scorer import core
 from services.scorer.batcher import MicroBatcher
+from services.scorer.metrics import Metrics
 from services.scorer.model_holder import ModelHolder, ServedModel
+from services.scorer.service import ScoringService
 
 NAMES = F.model_feature_names()
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -156,6 +161,66 @@ def test_only_flagged_or_requested_transactions_are_explained() -> None:
     assert sorted(r.decision for r in plain) == ["approve", "decline", "review"]
 
 
+def test_reasons_added_later_come_from_the_model_that_scored_each_row() -> None:
+    """`score_batch(reasons=False)` then `add_reasons` (the scorer's two steps) equals scoring with reasons,
+    row by row with the model that scored it, even when rows of two models are explained together."""
+    a, b = TinyBundle("1", seed=0), TinyBundle("2", seed=1)
+    txns = [txn(1), txn(2, amount_usd=5.0), txn(3, device_id="dev-B")]
+    rows = online_rows(txns)
+    later = [
+        *core.score_batch(served(a), txns, rows, explain=[True] * 3, reasons=False),
+        *core.score_batch(served(b), txns, rows, explain=[True] * 3, reasons=False),
+    ]
+    assert all(r.needs_reasons and not r.explained and r.reasons == [] for r in later)
+    core.add_reasons(later, top_k=3)
+    inline = [
+        *core.score_batch(served(a), txns, rows, explain=[True] * 3),
+        *core.score_batch(served(b), txns, rows, explain=[True] * 3),
+    ]
+    for x, y in zip(later, inline, strict=True):
+        assert x.explained and not x.needs_reasons and x.model_version == y.model_version
+        assert x.reasons == y.reasons and x.base_value == y.base_value
+        assert x.other_contribution == pytest.approx(y.other_contribution, abs=1e-12)
+    assert [r.code for r in later[0].reasons] != [r.code for r in later[3].reasons] or (
+        later[0].base_value != later[3].base_value
+    )  # the two models explain the same transaction differently: a mix-up would show
+
+
+def test_an_explained_request_does_not_hold_up_the_requests_behind_it() -> None:
+    """TreeSHAP runs off the event loop: while one request's reasons are being computed, another is answered."""
+    release = threading.Event()
+
+    class SlowReasons(TinyBundle):
+        def contributions(self, X: np.ndarray) -> np.ndarray:
+            assert release.wait(10), "reasons never released"
+            return super().contributions(X)
+
+    bundle = SlowReasons()
+    bundle.thresholds = {"review": 1.0, "decline": 1.0}  # every decision an approval: reasons only when asked
+    reader = SimpleNamespace(read=online_rows, healthy=True)
+    holder = SimpleNamespace(current=served(bundle))
+    settings = ScorerSettings(scorer_api_keys=["k"])
+
+    async def run() -> tuple[bool, core.Scored, core.Scored]:
+        service = ScoringService(settings, cast(Any, holder), cast(Any, reader), Metrics.create(), None)
+        service.batcher.start()
+        slow = asyncio.create_task(service.score([txn(1)], explain=True))
+        await asyncio.sleep(0.05)  # its batch scored, its reasons under way
+        (plain,) = await asyncio.wait_for(service.score([txn(2)]), 5)
+        slow_still_waiting = not slow.done()
+        release.set()
+        (explained,) = await asyncio.wait_for(slow, 5)
+        await service.stop()
+        return slow_still_waiting, plain, explained
+
+    slow_still_waiting, plain, explained = asyncio.run(run())
+    assert slow_still_waiting and not plain.explained
+    assert explained.explained and explained.base_value is not None
+    assert explained.base_value + sum(r.contribution for r in explained.reasons) + (
+        explained.other_contribution or 0.0
+    ) == pytest.approx(explained.raw_score, abs=1e-9)
+
+
 def test_scorer_matrix_equals_the_training_matrix() -> None:
     """The scorer's numpy columns and training's DataFrames go through one feature code, to the same values."""
     txns = [txn(1), txn(2, device_id="dev-B", asset="ETH", type="buy", payment_method="card", destination_address=None)]
@@ -229,31 +294,6 @@ def test_micro_batcher_routes_results_and_isolates_a_failing_request() -> None:
     assert out[:10] == [[i * 10, (i + 1) * 10] for i in range(0, 20, 2)]
     assert isinstance(out[10], ValueError)
     assert max(sizes) <= 8 and sum(sizes) == 20  # batched, bounded, nothing scored twice
-
-
-def test_micro_batcher_runs_after_once_each_batch_is_answered() -> None:
-    """`after` (the audit record and metrics) sees every result once, and only once its request has its answer."""
-    answered: list[int] = []
-    seen: list[tuple[list[int], bool]] = []
-
-    def after(results: list[int]) -> None:
-        seen.append((results, all(r // 10 in answered for r in results)))
-
-    async def run() -> None:
-        batcher: MicroBatcher[int, int] = MicroBatcher(lambda items: [x * 10 for x in items], max_rows=4, after=after)
-        batcher.start()
-
-        async def call(i: int) -> None:
-            await batcher.submit([i])
-            answered.append(i)
-
-        await asyncio.gather(*(call(i) for i in range(10)))
-        await asyncio.sleep(0)  # the last batch's `after` runs behind its answers
-        await batcher.stop()
-
-    asyncio.run(run())
-    assert sorted(r for results, _ in seen for r in results) == [i * 10 for i in range(10)]
-    assert len(seen) > 1 and all(answered_first for _, answered_first in seen)
 
 
 class FakeSource:
