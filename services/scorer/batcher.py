@@ -8,6 +8,12 @@ batch. Under light load a batch is a single request (no added wait unless `max_w
 heavy load batches grow, which is what keeps per-request cost flat. A failing batch is retried
 request by request, so one bad request cannot fail its neighbours (except for `no_retry` errors,
 which concern the whole batch).
+
+`ThreadBatcher` is the same idea on one helper thread, for work that runs in C without the
+interpreter lock (TreeSHAP): the loop goes on answering requests meanwhile, and each pass takes
+everything queued since the last one, so the Python around each call is paid once per pass (one
+call per request made the helper thread fight the loop for the lock at every step: measured, with
+reasons on every response at 200 req/s, p50 went from ~75 ms to ~1.9 s).
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import queue
+import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -124,3 +132,75 @@ class MicroBatcher(Generic[In, Out]):
     def _fail(pending: _Pending[In, Out], exc: Exception) -> None:
         if not pending.future.done():
             pending.future.set_exception(exc)
+
+
+class ThreadBatcher(Generic[In]):
+    """Runs `process(items)` on one helper thread, over everything queued since its last pass.
+
+    `process` works in place and returns nothing; it must be idempotent, since a failed pass is
+    retried request by request (one bad request cannot fail its neighbours)."""
+
+    def __init__(self, process: Callable[[list[In]], None], name: str) -> None:
+        self._process = process
+        self._queue: queue.SimpleQueue[tuple[list[In], asyncio.Future[None]] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, items: Sequence[In]) -> asyncio.Future[None]:
+        """Queue items; the future (of the running loop) resolves once they are processed."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.put((list(items), future))
+        return future
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Process what is queued, then stop the thread (blocks up to `timeout_s`)."""
+        self._queue.put(None)
+        self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            taken, stopping = [first], False
+            while not stopping:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stopping = True
+                else:
+                    taken.append(more)
+            self._pass(taken)
+            if stopping:
+                return
+
+    def _pass(self, taken: list[tuple[list[In], asyncio.Future[None]]]) -> None:
+        try:
+            self._process([x for items, _ in taken for x in items])
+        except Exception as exc:
+            if len(taken) > 1:
+                log.warning("a pass of %d requests failed; retrying one by one", len(taken), exc_info=True)
+                for one in taken:
+                    self._pass([one])
+                return
+            _notify(taken[0][1], exc)
+            return
+        for _, future in taken:
+            _notify(future, None)
+
+
+def _notify(future: asyncio.Future[None], error: Exception | None) -> None:
+    """Settle a loop's future from the helper thread (a closed loop has nobody left waiting)."""
+    with contextlib.suppress(RuntimeError):
+        future.get_loop().call_soon_threadsafe(_settle, future, error)
+
+
+def _settle(future: asyncio.Future[None], error: Exception | None) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)

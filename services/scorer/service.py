@@ -2,9 +2,10 @@
 
 A request is scored in its micro-batch on the event loop (features and `predict`: fractions of a
 millisecond). Reason codes, where a row needs them, are TreeSHAP (~2 ms a row, about 100x a
-prediction): they are computed after the batch on a helper thread, where LightGBM's C code runs
-without the interpreter lock, so one explained transaction never holds up the requests behind it.
-The audit record and the metrics follow once a request's reasons are in, after its response.
+prediction): they are computed after the batch on a helper thread (`ThreadBatcher`), where
+LightGBM's C code runs without the interpreter lock, so one explained transaction never holds up the
+requests behind it. The audit record and the metrics follow once a request's reasons are in, after
+its response.
 """
 
 from __future__ import annotations
@@ -12,13 +13,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 from fraud.contracts import Transaction
 from fraud.settings import ScorerSettings
 from services.scorer import core
 from services.scorer.audit import AuditPublisher
-from services.scorer.batcher import MicroBatcher
+from services.scorer.batcher import MicroBatcher, ThreadBatcher
 from services.scorer.metrics import Metrics
 from services.scorer.model_holder import ModelHolder
 from services.scorer.online import OnlineFeatureReader, StoreUnavailable
@@ -53,7 +53,10 @@ class ScoringService:
             on_batch=metrics.batch_size.observe,
             no_retry=(ModelUnavailable, StoreUnavailable),
         )
-        self._explainer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reasons")
+        top_k = settings.scorer_top_reasons
+        self.explainer: ThreadBatcher[core.Scored] = ThreadBatcher(
+            lambda rows: core.add_reasons(rows, top_k), "reasons"
+        )
 
     @property
     def ready(self) -> bool:
@@ -71,11 +74,11 @@ class ScoringService:
         if not pending:
             loop.call_soon(self.record, results)  # queued behind this response
             return results
-        done = loop.run_in_executor(self._explainer, core.add_reasons, pending, self.settings.scorer_top_reasons)
+        done = self.explainer.submit(pending)
         answered = asyncio.shield(done)  # a caller that goes away does not stop the audit record
 
         def audit(future: asyncio.Future[None]) -> None:
-            if future.exception() is None:
+            if not future.cancelled() and future.exception() is None:  # failed reasons: the request gets a 500
                 loop.call_soon(self.record, results)  # behind the response, like the unexplained path
 
         done.add_done_callback(audit)
@@ -85,7 +88,7 @@ class ScoringService:
     async def stop(self) -> None:
         """Finish the queued batches and the reasons being computed, then stop."""
         await self.batcher.stop()
-        await asyncio.to_thread(self._explainer.shutdown, True)
+        await asyncio.to_thread(self.explainer.stop)
         await asyncio.sleep(0)  # the audit records of the last reasons
 
     def process(self, items: list[tuple[Transaction, bool]]) -> list[core.Scored]:

@@ -19,7 +19,7 @@ from fraud import features as F
 from fraud.contracts import Transaction, transaction_record
 from fraud.settings import ScorerSettings
 from services.scorer import core
-from services.scorer.batcher import MicroBatcher
+from services.scorer.batcher import MicroBatcher, ThreadBatcher
 from services.scorer.metrics import Metrics
 from services.scorer.model_holder import ModelHolder, ServedModel
 from services.scorer.service import ScoringService
@@ -294,6 +294,36 @@ def test_micro_batcher_routes_results_and_isolates_a_failing_request() -> None:
     assert out[:10] == [[i * 10, (i + 1) * 10] for i in range(0, 20, 2)]
     assert isinstance(out[10], ValueError)
     assert max(sizes) <= 8 and sum(sizes) == 20  # batched, bounded, nothing scored twice
+
+
+def test_thread_batcher_takes_everything_queued_in_one_pass_and_isolates_a_failure() -> None:
+    gate = threading.Event()
+    passes: list[list[int]] = []
+
+    def process(items: list[list[int]]) -> None:
+        gate.wait(5)
+        passes.append([x[0] for x in items])
+        if [-1] in items:
+            raise ValueError("bad item")
+        for x in items:
+            x[1:] = [x[0] * 10]  # in place, idempotent
+
+    async def run() -> tuple[list[Any], list[list[int]]]:
+        batcher: ThreadBatcher[list[int]] = ThreadBatcher(process, "test-reasons")
+        items = [[i] for i in range(6)]
+        first = batcher.submit(items[:1])  # the thread takes it and waits at the gate
+        await asyncio.sleep(0.05)
+        rest = [batcher.submit([x]) for x in items[1:]] + [batcher.submit([[-1]])]
+        gate.set()
+        out = await asyncio.wait_for(asyncio.gather(first, *rest, return_exceptions=True), 10)
+        await asyncio.to_thread(batcher.stop)
+        return out, items
+
+    out, items = asyncio.run(run())
+    assert out[:6] == [None] * 6 and isinstance(out[6], ValueError)
+    assert items == [[i, i * 10] for i in range(6)]
+    assert passes[0] == [0] and sorted(passes[1]) == [-1, 1, 2, 3, 4, 5]  # all that queued meanwhile, in one pass
+    assert sorted(p[0] for p in passes[2:]) == [-1, 1, 2, 3, 4, 5]  # then one by one: only -1 fails
 
 
 class FakeSource:
