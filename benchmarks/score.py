@@ -31,6 +31,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -325,7 +326,7 @@ def _run_scorer(
     }
 
 
-def _median(values: Any) -> float | None:
+def _median(values: Iterable[float | None]) -> float | None:
     known = [v for v in values if v is not None]
     return round(float(np.median(known)), 2) if known else None
 
@@ -397,6 +398,8 @@ def main() -> None:
     parser.add_argument("--skip-mlflow", action="store_true")
     parser.add_argument("--skip-explain-all", action="store_true", help="skip the run with reasons on every response")
     args = parser.parse_args()
+    if args.latency_runs < 1:
+        parser.error("--latency-runs must be at least 1")
 
     data_dir = args.data_dir.resolve()
     print(f"setup in {data_dir} ...", flush=True)
