@@ -344,14 +344,12 @@ def score_batch(
 def add_reasons(scored: Sequence[Scored], top_k: int = 3) -> None:
     """Explain scored rows in place: one `contributions` call per model that scored them, the top `top_k`
     reasons, the base value and the rest (so base + reasons + other = raw score)."""
-    by_model: dict[int, list[Scored]] = {}
+    by_model: dict[int, tuple[ScoringModel, list[Scored]]] = {}
     for s in scored:
         if s.model is None:
             raise ValueError(f"{s.transaction.transaction_id}: no model to explain it with")
-        by_model.setdefault(id(s.model), []).append(s)
-    for group in by_model.values():
-        model = group[0].model
-        assert model is not None
+        by_model.setdefault(id(s.model), (s.model, []))[1].append(s)
+    for model, group in by_model.values():
         block = np.asarray(model.contributions(np.vstack([s.features for s in group])), dtype=np.float64)
         for s, c in zip(group, block, strict=True):
             s.reasons = top_reasons(MODEL_FEATURES, c[:-1], s.features, top_k)
