@@ -41,8 +41,13 @@ def gx_check(settings: IngestSettings) -> Check:
 
     def run(frame: pd.DataFrame, result_format: str = "SUMMARY") -> ValidationSummary:
         hour = pd.Timestamp.now(tz="UTC").floor("h").to_pydatetime()  # bounds move with the clock, hourly
-        skew = settings.ingest_max_event_skew_hours
-        return validate(frame, "ingest_batch", result_format=result_format, max_skew_hours=skew, now=hour)
+        # one hour wider than the ingest's event-time policy on each side (`now` is floored to the
+        # hour): an event the policy let through never fails its batch
+        skew = settings.ingest_max_event_skew_hours + 1.0
+        ahead = 1.0 + settings.ingest_max_future_skew_seconds / 3600.0
+        return validate(
+            frame, "ingest_batch", result_format=result_format, max_skew_hours=skew, now=hour, max_ahead_hours=ahead
+        )
 
     def document(summary: ValidationSummary, batch: str) -> None:
         try:  # the docs are for people: failing to write them never stops ingestion

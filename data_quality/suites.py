@@ -70,7 +70,9 @@ def raw_transactions(min_rows: int = 1) -> gx.ExpectationSuite:
     return suite
 
 
-def ingest_batch(max_skew_hours: float = 24.0 * 400, now: datetime | None = None) -> gx.ExpectationSuite:
+def ingest_batch(
+    max_skew_hours: float = 24.0 * 400, now: datetime | None = None, max_ahead_hours: float = 1.0
+) -> gx.ExpectationSuite:
     """One streaming micro-batch (events already passed the contract one by one): batch-level checks only.
 
     Duplicates, null rates of the identity fields, value ranges and event-time skew against the clock,
@@ -86,7 +88,7 @@ def ingest_batch(max_skew_hours: float = 24.0 * 400, now: datetime | None = None
         E.ExpectColumnValuesToBeBetween(
             column="event_time",
             min_value=now - timedelta(hours=max_skew_hours),
-            max_value=now + timedelta(hours=1),
+            max_value=now + timedelta(hours=max_ahead_hours),
         ),
     ]
     for expectation in expectations:

@@ -1,9 +1,12 @@
 """All-or-nothing writes of several Parquet files (one micro-batch's offline rows across folders).
 
-Files are staged under hidden `_pending-` names (readers skip them), then a manifest is written with
-one atomic rename (the commit point), then the staged files are renamed into place. `recover()`
-rolls a committed batch forward and removes staged files of a batch that never committed. So a
-crash at any instant leaves each batch either wholly visible or not at all.
+Files are staged in a sibling folder of their target (`<folder>.staging/`: same file system, so the
+final rename is atomic, and no reader of the target folder, Feast's included, ever lists them), then
+a manifest is written with one atomic rename (the commit point), then the staged files are renamed
+into place. `recover()` rolls a committed batch forward and removes staged files of a batch that
+never committed. So a crash at any instant leaves each batch either wholly visible or not at all.
+(Staged files used to sit in the target folder under `_pending-` names: Feast's reader and the
+training join read them, uncommitted rows included.)
 """
 
 from __future__ import annotations
@@ -16,7 +19,18 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-PENDING = "_pending-"
+STAGING_SUFFIX = ".staging"
+
+
+def staging_folder(folder: Path) -> Path:
+    """Where files bound for `folder` wait: beside it, never in it."""
+    return folder.with_name(folder.name + STAGING_SUFFIX)
+
+
+def _staged_path(final: Path, batch_id: str) -> Path:
+    staging = staging_folder(final.parent)
+    staging.mkdir(parents=True, exist_ok=True)
+    return staging / f"{batch_id}-{final.name}"
 
 
 def _write_parquet(table: pa.Table, path: Path) -> None:
@@ -35,7 +49,7 @@ class AtomicBatch:
 
     def stage(self, final: Path, table: pa.Table) -> None:
         final.parent.mkdir(parents=True, exist_ok=True)
-        staged = final.parent / f"{PENDING}{final.name}"
+        staged = _staged_path(final, self.id)
         _write_parquet(table, staged)
         self.moves.append((str(staged), str(final)))
 
@@ -71,8 +85,9 @@ def recover(manifest_dir: Path, folders: list[Path]) -> tuple[int, int]:
             finished += 1
     dropped = 0
     for folder in folders:
-        if folder.exists():
-            for staged in folder.glob(f"{PENDING}*"):
+        staging = staging_folder(folder)
+        if staging.exists():
+            for staged in staging.iterdir():
                 staged.unlink()
                 dropped += 1
     return finished, dropped
@@ -84,7 +99,7 @@ def write_part(final: Path, table: pa.Table, batch: AtomicBatch | None = None) -
         batch.stage(final, table)
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_suffix(".tmp")
+    tmp = _staged_path(final, uuid.uuid4().hex)
     _write_parquet(table, tmp)
-    tmp.rename(final)
+    os.replace(tmp, final)
     return final

@@ -69,8 +69,11 @@ class FraudType(StrEnum):
 
 
 Id = Annotated[str, Field(min_length=1, max_length=128, strict=True)]
-PositiveAmount = Annotated[float, Field(gt=0, allow_inf_nan=False, strict=True)]
-UsdAmount = Annotated[float, Field(ge=0, allow_inf_nan=False, strict=True)]
+# Upper bounds far past any real transfer: they keep a sum of squares of a month's amounts finite.
+MAX_AMOUNT = 1e15
+MAX_AMOUNT_USD = 1e12
+PositiveAmount = Annotated[float, Field(gt=0, le=MAX_AMOUNT, allow_inf_nan=False, strict=True)]
+UsdAmount = Annotated[float, Field(ge=0, le=MAX_AMOUNT_USD, allow_inf_nan=False, strict=True)]
 CountryCode = Annotated[str, Field(pattern=r"^[A-Z]{2}$", strict=True)]
 
 
@@ -153,12 +156,19 @@ class FraudLabel(BaseModel):
 
 
 class DeadLetter(BaseModel):
-    """A rejected event on `transactions.dlq`: the original bytes, why, and where it came from."""
+    """A rejected event on `transactions.dlq`: the original bytes, why, and where it came from.
+
+    The record's size is bounded (`fraud.dlq`): the original is kept whole when it fits, else its
+    first bytes (`truncated`), always with its length and SHA-256 so it can be matched to the source.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    original: str  # the original payload, decoded as UTF-8 with replacement (see original_b64)
-    original_b64: str  # the exact original bytes, base64
+    original: str  # the kept bytes, decoded as UTF-8 with replacement (see original_b64)
+    original_b64: str  # the kept bytes, exact, base64: the whole original unless `truncated`
+    original_length: int  # bytes in the original message (0 for a null value)
+    original_sha256: str  # of the whole original message
+    truncated: bool  # only a prefix of the original is kept
     error: str
     source_topic: str
     source_partition: int

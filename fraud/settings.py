@@ -106,8 +106,21 @@ class IngestSettings(FeatureStoreSettings):
         1.0, ge=0, description="commit the offline rows (and then the offsets) of the batches written this often"
     )
     ingest_max_event_skew_hours: float = Field(
-        24.0 * 365 * 3, description="a batch with events older than this (or >1h in the future) is quarantined"
+        24.0 * 365 * 3, gt=0, description="maximum event age: older events are dead-lettered (and fail the batch check)"
     )
+    ingest_max_future_skew_seconds: float = Field(
+        300.0, ge=0, description="events (and labels) dated further ahead of the wall clock are dead-lettered"
+    )
+    ingest_allowed_lateness_seconds: float = Field(
+        86400.0,
+        ge=0,
+        le=86400.0,
+        description="events further behind the stream's watermark are dead-lettered (at most the state's 1-day margin)",
+    )
+    ingest_dlq_max_bytes: int = Field(
+        512 * 1024, ge=4096, description="a DLQ record's size bound: larger originals keep a prefix and their SHA-256"
+    )
+    ingest_dlq_attempts: int = Field(5, ge=1, description="tries to write a dead letter before the stage stops")
     ingest_metrics_port: int = Field(0, description="Prometheus port on 127.0.0.1 (0: no metrics server)")
     ingest_metrics_public: bool = Field(
         False, description="serve metrics on all interfaces (containers), not 127.0.0.1"

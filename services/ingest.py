@@ -14,7 +14,6 @@ the others are computed again from the rebuilt state, so the online rows written
 
 from __future__ import annotations
 
-import base64
 import collections
 import gc
 import logging
@@ -31,13 +30,14 @@ import pandas as pd
 from kafka import KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
 from kafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from pydantic import ValidationError
 
 from data_quality.batch_check import BatchCheck
 from fraud import atomic, history
 from fraud import features as F
 from fraud import store as S
-from fraud.contracts import DeadLetter, Transaction, transaction_record
+from fraud.contracts import Transaction, transaction_record
+from fraud.dlq import DeadLetterError, dead_letter, error_text, send_dead_letters
+from fraud.event_time import EventTimePolicy
 from fraud.feature_state import FeatureState
 from fraud.kafka import commit_offsets, make_consumer, make_producer, poll_batch, wait_for_broker
 from fraud.settings import IngestSettings
@@ -59,6 +59,12 @@ class IngestMetrics:
         self.duplicates = Counter("ingest_events_duplicate_total", "replayed events skipped", registry=r)
         self.dlq = Counter("ingest_events_dlq_total", "events sent to the dead-letter topic", registry=r)
         self.quarantined = Counter("ingest_events_quarantined_total", "events in quarantined batches", registry=r)
+        self.event_time_rejected = Counter(
+            "ingest_events_time_rejected_total",
+            "events dead-lettered by the event-time policy",
+            ["bound"],
+            registry=r,
+        )
         self.batch_seconds = Histogram(
             "ingest_batch_seconds",
             "micro-batch processing time",
@@ -184,31 +190,11 @@ def manifest_dir(settings: IngestSettings) -> Path:
     return settings.data_dir / "ingest" / "manifests"
 
 
-def dead_letter(raw: bytes, error: str, topic: str, partition: int, offset: int) -> bytes:
-    """The DLQ record: original bytes (exact, base64, and readable), the error, where it came from."""
-    letter = DeadLetter(
-        original=raw.decode("utf-8", errors="replace"),
-        original_b64=base64.b64encode(raw).decode(),
-        error=error,
-        source_topic=topic,
-        source_partition=partition,
-        source_offset=offset,
-        failed_at=datetime.now(UTC),
-    )
-    return letter.model_dump_json().encode()
-
-
 def parse(raw: bytes | None) -> Transaction:
     """One event, validated against the contract (raises ValueError with the field at fault)."""
     if raw is None:
         raise ValueError("empty message (tombstone)")
     return Transaction.model_validate_json(raw)
-
-
-def error_text(exc: Exception) -> str:
-    if isinstance(exc, ValidationError):
-        return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'event'}: {e['msg']}" for e in exc.errors())
-    return str(exc)
 
 
 class Ingestor:
@@ -239,6 +225,12 @@ class Ingestor:
         self.pending: list[tuple[int, int, int, TopicPartition, dict[str, Any]]] = []
         self.consumed_upto: dict[TopicPartition, int] = {}
         self.partition_time: dict[TopicPartition, int] = {}
+        self.policy = EventTimePolicy.of_seconds(
+            settings.ingest_max_future_skew_seconds,
+            settings.ingest_allowed_lateness_seconds,
+            settings.ingest_max_event_skew_hours * 3600,
+        )
+        self.watermark_us: int | None = None  # the latest event time the state has taken in
         # plain totals beside the Prometheus metrics (Feast switches prometheus_client to its
         # multi-process mode, where counters are shared by every instance in the process)
         self.totals: collections.Counter[str] = collections.Counter()
@@ -257,6 +249,7 @@ class Ingestor:
         if not events.empty:
             self.state = FeatureState(events=events)
             self.state.trim()
+            self.watermark_us = int(F.to_micros(events["event_time"]).max())
         self.refresh_labels()
         log.info("state rebuilt: %d events retained, watermark %s", len(self.state.events), self.state.watermark)
 
@@ -302,27 +295,38 @@ class Ingestor:
         result = BatchResult(consumed=len(records))
         self.metrics.events_in.inc(len(records))
         self.totals["events_in"] += len(records)
-        dlq_futures = []
+        letters: list[tuple[bytes | None, bytes]] = []
+        now_us = time.time_ns() // 1000
         for rec in records:
             tp = TopicPartition(rec.topic, rec.partition)
             self.consumed_upto[tp] = max(self.consumed_upto.get(tp, 0), rec.offset + 1)
             try:
                 row = transaction_record(parse(rec.value))
-            except (ValidationError, ValueError) as exc:
-                payload = dead_letter(rec.value or b"", error_text(exc), rec.topic, rec.partition, rec.offset)
-                dlq_futures.append(self.producer.send(self.settings.ingest_dlq_topic, key=rec.key, value=payload))
+                t_us = int(row["event_time"].timestamp() * 1_000_000)
+                refused = self.policy.violation(t_us, now_us, self.watermark_us)
+                if refused is not None:
+                    self.metrics.event_time_rejected.labels(refused.bound).inc()
+                    self.totals[f"time_{refused.bound}"] += 1
+                    raise ValueError(refused.reason)
+            except Exception as exc:  # whatever one message does, it is that message's fault
+                max_bytes = self.settings.ingest_dlq_max_bytes
+                letters.append(
+                    (rec.key, dead_letter(rec.value, error_text(exc), rec.topic, rec.partition, rec.offset, max_bytes))
+                )
                 continue
-            t_us = int(row["event_time"].timestamp() * 1_000_000)
             self.partition_time[tp] = max(self.partition_time.get(tp, t_us), t_us)
             self.pending.append((t_us, rec.partition, rec.offset, tp, row))
-        if dlq_futures:
-            self.producer.flush()
-            for fut in dlq_futures:
-                fut.get(timeout=60)  # raises if the DLQ write failed: then nothing is committed
-        result.dead_lettered = len(dlq_futures)
-        self.metrics.dlq.inc(len(dlq_futures))
-        self.totals["dlq"] += len(dlq_futures)
+        if letters:  # raises DeadLetterError after its retries: then nothing past them is committed
+            send_dead_letters(
+                self.producer, self.settings.ingest_dlq_topic, letters, attempts=self.settings.ingest_dlq_attempts
+            )
+        result.dead_lettered = len(letters)
+        self.metrics.dlq.inc(len(letters))
+        self.totals["dlq"] += len(letters)
         released = self.release()
+        if released:
+            latest = released[-1][0]
+            self.watermark_us = latest if self.watermark_us is None else max(self.watermark_us, latest)
         frame = pd.DataFrame([item[4] for item in released])
         if not frame.empty:
             fresh = ~self.state.seen(frame["transaction_id"]) & ~frame["transaction_id"].duplicated().to_numpy()
@@ -552,6 +556,9 @@ def main(settings: IngestSettings, max_batches: int | None = None) -> None:
     signal.signal(signal.SIGINT, ingestor.stop)
     try:
         ingestor.run(max_batches=max_batches)
+    except DeadLetterError as exc:
+        log.critical("ingest stopped: %s", exc)
+        raise SystemExit(2) from exc
     finally:
         ingestor.close()
-        log.info("ingest stopped cleanly")
+    log.info("ingest stopped cleanly")

@@ -15,10 +15,11 @@ from typing import Any
 
 import pandas as pd
 from kafka import KafkaConsumer, KafkaProducer
-from pydantic import ValidationError
 
 from fraud import history
 from fraud.contracts import FraudLabel
+from fraud.dlq import DeadLetterError, dead_letter, error_text, send_dead_letters
+from fraud.event_time import EventTimePolicy
 from fraud.kafka import (
     commit_offsets,
     ensure_topics,
@@ -29,7 +30,6 @@ from fraud.kafka import (
     wait_for_broker,
 )
 from fraud.settings import IngestSettings
-from services.ingest import dead_letter, error_text
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,12 @@ class LabelIngestor:
         self.stopping = False
         self.written = 0
         self.dead_lettered = 0
+        # labels are not ordered by label_time across a topic: only the clock bounds apply to them
+        self.policy = EventTimePolicy.of_seconds(
+            settings.ingest_max_future_skew_seconds,
+            settings.ingest_allowed_lateness_seconds,
+            settings.ingest_max_event_skew_hours * 3600,
+        )
 
     def poll_batch(self) -> list[Any]:
         s = self.settings
@@ -54,26 +60,32 @@ class LabelIngestor:
 
     def process(self, records: list[Any]) -> int:
         good: list[dict[str, Any]] = []
-        futures = []
+        letters: list[tuple[bytes | None, bytes]] = []
+        now_us = time.time_ns() // 1000
+        s = self.settings
         for rec in records:
             try:
                 if rec.value is None:
                     raise ValueError("empty message (tombstone)")
                 label = FraudLabel.model_validate_json(rec.value)
+                t_us = int(label.label_time.timestamp() * 1_000_000)
+                refused = self.policy.violation(t_us, now_us, None, field="label_time")
+                if refused is not None:
+                    raise ValueError(refused.reason)
                 good.append(
                     label.model_dump(exclude={"schema_version"})
                     | {"fraud_type": label.fraud_type and label.fraud_type.value}
                 )
-            except (ValidationError, ValueError) as exc:
-                payload = dead_letter(rec.value or b"", error_text(exc), rec.topic, rec.partition, rec.offset)
-                futures.append(self.producer.send(self.settings.ingest_dlq_topic, key=rec.key, value=payload))
-        if futures:
-            self.producer.flush()
-            for fut in futures:
-                fut.get(timeout=60)
-        self.dead_lettered += len(futures)
+            except Exception as exc:  # whatever one message does, it is that message's fault
+                letter = dead_letter(
+                    rec.value, error_text(exc), rec.topic, rec.partition, rec.offset, s.ingest_dlq_max_bytes
+                )
+                letters.append((rec.key, letter))
+        if letters:  # raises DeadLetterError after its retries: then the batch's offsets are not committed
+            send_dead_letters(self.producer, s.ingest_dlq_topic, letters, attempts=s.ingest_dlq_attempts)
+        self.dead_lettered += len(letters)
         if good:
-            history.append(self.settings.data_dir, "labels", pd.DataFrame(good), tag="stream")
+            history.append(s.data_dir, "labels", pd.DataFrame(good), tag="stream")
         self.written += len(good)
         return len(good)
 
@@ -122,5 +134,8 @@ def main(settings: IngestSettings) -> None:
     signal.signal(signal.SIGINT, service.stop)
     try:
         service.run()
+    except DeadLetterError as exc:
+        log.critical("label ingest stopped: %s", exc)
+        raise SystemExit(2) from exc
     finally:
         service.close()

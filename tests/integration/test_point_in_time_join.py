@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from fraud import store as S
+from fraud.atomic import AtomicBatch, staging_folder
 from fraud.settings import BackfillSettings
 from pipelines.backfill import backfill
 from pipelines.training_set import as_of_join, feast_join, stored_features_before
@@ -28,7 +29,8 @@ def _same(a: pd.Series, b: pd.Series) -> np.ndarray:
     return np.isclose(a.astype(float), b.astype(float), rtol=1e-9, atol=0, equal_nan=True)
 
 
-def test_as_of_join_equals_feast_on_a_sample(tmp_path: Path) -> None:
+def _backfilled(tmp_path: Path) -> tuple[pd.DataFrame, BackfillSettings]:
+    """A small history with labels, accounts and address lists, backfilled into a fresh store."""
     ev = history(n=300, users=15, seed=21)
     ev["event_time"] = ev["event_time"] + pd.to_timedelta(np.arange(len(ev)), unit="ms")  # no tied timestamps
     labels = labels_for(ev, seed=5)
@@ -59,6 +61,11 @@ def test_as_of_join_equals_feast_on_a_sample(tmp_path: Path) -> None:
         tmp_path / "lists.parquet",
         show_progress=False,
     )
+    return ev, settings
+
+
+def test_as_of_join_equals_feast_on_a_sample(tmp_path: Path) -> None:
+    ev, settings = _backfilled(tmp_path)
     store = S.open_store(settings)
     # every transaction (each user's first one has only later rows), plus probes before any history
     # and with unknown entities: all must come back missing, never dropped
@@ -87,3 +94,22 @@ def test_as_of_join_equals_feast_on_a_sample(tmp_path: Path) -> None:
     assert fast["kyc_tier"].notna().any() and fast["kyc_tier"].isna().any()
     # the dispatcher picks one or the other; both agree, so callers cannot tell
     assert stored_features_before(store, lookups).shape == fast.shape
+
+
+def test_training_reads_only_committed_offline_files(tmp_path: Path) -> None:
+    """A staged file (an ingest batch not yet committed, or cut short by a crash) is not read."""
+    ev, settings = _backfilled(tmp_path)
+    store = S.open_store(settings)
+    before = as_of_join(store, ev)
+    rows = S.read_offline(settings, "user_activity").head(50)
+    rows["txn_count_total"] = 999_999
+    rows["event_timestamp"] = rows["event_timestamp"] - pd.Timedelta(microseconds=1)  # would win every join
+    batch = AtomicBatch(tmp_path / "manifests")
+    batch.stage(
+        S.view_path(settings.offline_dir, "user_activity") / "part-staged.parquet", S.to_table("user_activity", rows)
+    )
+    assert any(staging_folder(S.view_path(settings.offline_dir, "user_activity")).iterdir())
+    for join in (as_of_join, feast_join):
+        got = join(store, ev)
+        assert not (got["txn_count_total"] == 999_999).any(), join.__name__
+        pd.testing.assert_series_equal(got["txn_count_total"], before["txn_count_total"], check_dtype=False)
