@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, NamedTuple
 
 import pandas as pd
 
@@ -19,7 +20,36 @@ from fraud.settings import IngestSettings
 from fraud.worker import SideProcess
 
 log = logging.getLogger(__name__)
-Check = Callable[[pd.DataFrame], tuple[bool, str]]
+
+
+class Verdict(NamedTuple):
+    """A batch check's outcome: passed, its report, and (when it failed) the rows to isolate.
+
+    `offending` lists the frame's index labels of the rows that broke row-level expectations; None
+    when a failed expectation is about the batch as a whole, so the whole batch must be isolated.
+    """
+
+    passed: bool
+    report: str
+    offending: list[int] | None
+
+
+Check = Callable[[pd.DataFrame], Verdict]
+
+
+def offending_rows(raw: dict[str, Any]) -> list[int] | None:
+    """The rows a failed GX result (COMPLETE format) blames, or None if one failure blames no row."""
+    rows: set[int] = set()
+    for result in raw["results"]:
+        if result["success"]:
+            continue
+        blamed = (result.get("result") or {}).get("unexpected_index_list")
+        if not blamed:
+            return None
+        rows.update(int(i) for i in blamed)
+    return sorted(rows)
+
+
 # The columns the `ingest_batch` suite checks: only these are sent to the worker.
 INGEST_BATCH_COLUMNS = ("transaction_id", "device_id", "ip_address", "country", "amount_usd", "event_time")
 
@@ -55,18 +85,18 @@ def gx_check(settings: IngestSettings) -> Check:
         except Exception:
             log.exception("could not publish the batch check to Data Docs")
 
-    def check(frame: pd.DataFrame) -> tuple[bool, str]:
+    def check(frame: pd.DataFrame) -> Verdict:
         sampled = bool(every) and checked[0] % every == 0
-        # pass or fail first (cheaper); the observed values only for a page or a failure's report
+        # pass or fail first (cheaper); the observed values and offending rows only for a page or a failure
         summary = run(frame, "SUMMARY" if sampled else "BOOLEAN_ONLY")
-        if not summary.success and not sampled:
-            summary = run(frame)
+        if not summary.success:
+            summary = run(frame, "COMPLETE")
         if sampled or (every and not summary.success):  # failures always documented
             page = publisher.submit(document, summary, f"batch-{checked[0]}")
             if not summary.success:
                 page.result()
         checked[0] += 1
-        return summary.success, summary.report()
+        return Verdict(summary.success, summary.report(), None if summary.success else offending_rows(summary.raw))
 
     run(TRANSACTION_SCHEMA.empty_table().to_pandas()[list(INGEST_BATCH_COLUMNS)])
     return check
@@ -81,7 +111,7 @@ class BatchCheck:
     def __init__(self, settings: IngestSettings) -> None:
         self.process = SideProcess(_start, settings)
 
-    def submit(self, frame: pd.DataFrame) -> Future[tuple[bool, str]]:
+    def submit(self, frame: pd.DataFrame) -> Future[Verdict]:
         return self.process.submit(_check, frame[list(INGEST_BATCH_COLUMNS)])
 
 
@@ -93,7 +123,7 @@ def _start(settings: IngestSettings) -> None:
     _CHECK = gx_check(settings)
 
 
-def _check(frame: pd.DataFrame) -> tuple[bool, str]:
+def _check(frame: pd.DataFrame) -> Verdict:
     if _CHECK is None:
         raise RuntimeError("the batch check worker did not start")
     return _CHECK(frame)

@@ -119,6 +119,62 @@ def features_apply() -> None:
     typer.echo(f"applied {settings.feast_project} ({settings.feast_mode}): {', '.join(views)}")
 
 
+quarantine_app = typer.Typer(
+    help="Events a failed ingest batch check isolated: list, show, replay.", no_args_is_help=True
+)
+app.add_typer(quarantine_app, name="quarantine")
+
+
+@quarantine_app.command("list")
+def quarantine_list() -> None:
+    """Every quarantined entry: id, events, the batch they came from, first failure, replayed when."""
+    from fraud.settings import IngestSettings
+    from services.quarantine import entries
+
+    found = entries(IngestSettings().data_dir)
+    if not found:
+        typer.echo("nothing quarantined")
+    for e in found:
+        source = "whole batch" if e.whole_batch else f"of a batch of {e.batch_rows}"
+        state = f"replayed {e.replayed}" if e.replayed else "not replayed"
+        typer.echo(f"{e.id}  {e.rows} events ({source})  {state}\n    {e.first_failure}")
+
+
+@quarantine_app.command("show")
+def quarantine_show(
+    entry: str = typer.Argument(..., help="an id from `fraud quarantine list`"),
+    rows: int = typer.Option(10, min=0, help="events to print"),
+) -> None:
+    """An entry's check report and its first events."""
+    from fraud.settings import IngestSettings
+    from services.quarantine import load
+
+    try:
+        events, report = load(IngestSettings().data_dir, entry)
+    except KeyError as exc:
+        raise typer.BadParameter(str(exc.args[0]), param_hint="ENTRY") from exc
+    typer.echo(report.rstrip())
+    typer.echo(events.head(rows).to_string(index=False) if rows else f"{len(events)} events")
+
+
+@quarantine_app.command("replay")
+def quarantine_replay(
+    entry: str = typer.Argument(..., help="an id from `fraud quarantine list`"),
+    force: bool = typer.Option(False, help="send again an entry already replayed"),
+) -> None:
+    """Send an entry's events back to the transactions topic, once the cause is fixed (idempotent)."""
+    from fraud.settings import IngestSettings
+    from services.quarantine import replay
+
+    settings = IngestSettings()
+    _logging(settings)
+    try:
+        sent = replay(settings, entry, force=force)
+    except KeyError as exc:
+        raise typer.BadParameter(str(exc.args[0]), param_hint="ENTRY") from exc
+    typer.echo(f"{entry}: {sent} events sent to {settings.ingest_topic}")
+
+
 @app.command()
 def backfill(
     transactions: Path = typer.Option(..., help="transactions file (Parquet or CSV, canonical schema)"),

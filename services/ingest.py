@@ -1,16 +1,16 @@
 """`fraud ingest`: transactions from Kafka to Feast (online and offline), validated, nothing lost.
 
 The loop: poll a micro-batch (bounded by size and time) -> validate each event against the contract
-(bad ones to the DLQ with their original bytes) -> check the batch with Great Expectations, in a side
-process, while the feature state computes the batch's rows (a failing batch is quarantined, the state
-left as it was) -> hand the rows to the writer, a second side process, and go on with the next batch.
-The writer takes the batches in order: each one online at once; offline, once a second, the raw
-events and every view's rows of the batches written since, in one atomic step. The Kafka offsets of
-a batch are committed once it is written both ways, so durability keeps one order: online, offline,
-offsets. A crash anywhere replays at most the batches whose offsets were not committed: replayed
-events that already reached the history are skipped, so the offline store holds each event once, and
-the others are computed again from the rebuilt state, so the online rows written again are the same.
-"""
+(bad ones to the DLQ with their original bytes) -> check the batch with Great Expectations, in a
+side process, while the feature state computes the batch's rows (the rows a failing check blames are
+quarantined, see `services.quarantine`, and the rest goes on) -> hand the rows to the writer, a
+second side process, and go on with the next batch. The writer takes the batches in order: each one
+online at once; offline, once a second, the raw events and every view's rows of the batches written
+since, in one atomic step. The Kafka offsets of a batch are committed once it is written both ways,
+so durability keeps one order: online, offline, offsets. A crash anywhere replays at most the
+batches whose offsets were not committed: replayed events that already reached the history are
+skipped, so the offline store holds each event once, and the others are computed again from the
+rebuilt state, so the online rows written again are the same."""
 
 from __future__ import annotations
 
@@ -21,7 +21,6 @@ import signal
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -42,6 +41,7 @@ from fraud.feature_state import FeatureState
 from fraud.kafka import commit_offsets, make_consumer, make_producer, poll_batch, wait_for_broker
 from fraud.settings import IngestSettings
 from fraud.worker import SideProcess
+from services import quarantine
 
 log = logging.getLogger(__name__)
 STREAMING = ("user_activity", "address_activity", "device_activity", "ip_activity")
@@ -58,7 +58,9 @@ class IngestMetrics:
         self.processed = Counter("ingest_events_processed_total", "events written to the stores", registry=r)
         self.duplicates = Counter("ingest_events_duplicate_total", "replayed events skipped", registry=r)
         self.dlq = Counter("ingest_events_dlq_total", "events sent to the dead-letter topic", registry=r)
-        self.quarantined = Counter("ingest_events_quarantined_total", "events in quarantined batches", registry=r)
+        self.quarantined = Counter(
+            "ingest_events_quarantined_total", "events isolated by a failed batch check", registry=r
+        )
         self.event_time_rejected = Counter(
             "ingest_events_time_rejected_total",
             "events dead-lettered by the event-time policy",
@@ -343,14 +345,21 @@ class Ingestor:
         self.refresh_labels()
         change = self.state.compute(frame)
         if check is not None:
-            ok, report = check.result()
-            if not ok:
-                self.quarantine(frame, report)
-                result.quarantined = len(frame)
-                self.metrics.quarantined.inc(len(frame))
-                self.totals["quarantined"] += len(frame)
-                self.mark_done()
-                return result
+            verdict = check.result()
+            if not verdict.passed:
+                # the rows the failed expectations blame are isolated and the rest goes on; a failure
+                # about the batch as a whole (no row to blame) isolates the batch
+                blamed = frame.index if verdict.offending is None else pd.Index(verdict.offending)
+                entry = quarantine.put(self.settings.data_dir, frame.loc[blamed], verdict.report, len(frame))
+                log.error("quarantined %d of %d events (%s): %s", len(blamed), len(frame), entry, verdict.report)
+                result.quarantined = len(blamed)
+                self.metrics.quarantined.inc(len(blamed))
+                self.totals["quarantined"] += len(blamed)
+                frame = frame.drop(index=blamed).reset_index(drop=True)
+                if frame.empty:
+                    self.mark_done()
+                    return result
+                change = self.state.compute(frame)
         self.state.apply(change)
         result.to_write = len(frame)
         written = self.writer.submit(frame, change.rows)
@@ -416,14 +425,6 @@ class Ingestor:
         for _, _, offset, tp, _ in self.pending:
             first_pending[tp] = min(first_pending.get(tp, offset), offset)
         return {tp: OffsetAndMetadata(first_pending.get(tp, upto), "", -1) for tp, upto in self.consumed_upto.items()}
-
-    def quarantine(self, frame: pd.DataFrame, report: str) -> None:
-        folder = self.settings.data_dir / "quarantine"
-        folder.mkdir(parents=True, exist_ok=True)
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
-        frame.to_parquet(folder / f"batch-{stamp}.parquet", index=False)
-        (folder / f"batch-{stamp}.txt").write_text(report)
-        log.error("quarantined a batch of %d events (%s): %s", len(frame), folder / f"batch-{stamp}.txt", report)
 
     def commit(self, flush: bool = False) -> None:
         """Commit the offsets of every batch wholly written; with `flush`, first finish writing them all."""

@@ -201,13 +201,29 @@ def test_ingest_check_refuses_and_publishes_failures(txns: pd.DataFrame, tmp_pat
 
     settings = IngestSettings(data_dir=tmp_path, ingest_data_docs_every=1000)
     check = gx_check(settings)
-    ok, _ = check(txns.iloc[:300])  # first batch: published (sampled)
-    assert ok
-    bad, report = check(pd.concat([txns.iloc[300:400], txns.iloc[300:310]]))  # failures always published
+    assert check(txns.iloc[:300]).passed  # first batch: published (sampled)
+    twice = pd.concat([txns.iloc[300:400], txns.iloc[300:310]], ignore_index=True)
+    bad, report, offending = check(twice)  # failures always published
     assert not bad and "transaction_id" in report
-    ok, _ = check(txns.iloc[400:500])  # neither first, sampled nor failed: not published
+    assert offending == [*range(10), *range(100, 110)]  # both copies of each duplicate
+    assert check(txns.iloc[400:500]).passed  # neither first, sampled nor failed: not published
     pages = sorted((tmp_path / "data_docs" / "validations" / "ingest_batch").rglob("*.html"))
     assert [p.stem for p in pages] == ["batch-0", "batch-1"]
+
+
+def test_ingest_check_blames_rows_where_its_expectations_allow(txns: pd.DataFrame, tmp_path: Path) -> None:
+    """A row-level failure blames its rows (the rest of the batch can go on); others blame the batch."""
+    from data_quality.batch_check import gx_check, offending_rows
+
+    check = gx_check(IngestSettings(data_dir=tmp_path, ingest_data_docs_every=0))
+    batch = txns.iloc[:200].reset_index(drop=True)
+    batch.loc[[7, 150], "amount_usd"] = 6e7  # above the suite's plausible maximum
+    batch.loc[[3, 4, 5], "device_id"] = None  # 1.5% null breaks "mostly 0.99": the null rows are blamed
+    verdict = check(batch)
+    assert not verdict.passed and verdict.offending == [3, 4, 5, 7, 150]
+    assert check(batch.drop(index=verdict.offending)).passed
+    whole = {"results": [{"success": False, "result": {"observed_value": 0.5}}]}  # e.g. a mean: no row to blame
+    assert offending_rows(whole) is None
 
 
 def test_ingest_check_is_sent_every_column_its_suite_checks() -> None:
