@@ -126,6 +126,17 @@ def test_every_service_has_an_image_or_a_build() -> None:
         assert SERVICES[name]["build"]["dockerfile"] == "Dockerfile"
 
 
+def test_project_containers_are_non_root_read_only_and_unprivileged() -> None:
+    """Every container of the project's image: read-only root file system, scratch on tmpfs, no capabilities."""
+    for name in PROJECT:
+        service = SERVICES[name]
+        assert service.get("read_only") is True, name
+        assert "/tmp" in service.get("tmpfs", []), name
+        assert service.get("cap_drop") == ["ALL"], name
+        assert "no-new-privileges:true" in service.get("security_opt", []), name
+        assert "user" not in service or not str(service["user"]).startswith(("0", "root")), name
+
+
 def test_depends_on_targets_exist_without_cycles() -> None:
     for name, service in SERVICES.items():
         for dep, condition in cm.depends_on(service).items():

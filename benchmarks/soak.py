@@ -1,0 +1,204 @@
+"""Soak: the scorer at twice its 200 req/s target and the ingest at 2,000 events/s, for minutes, bounded.
+
+Usage: .venv/bin/python -m benchmarks.soak [--seconds 300 --scorer-rate 400 --ingest-rate 2000]
+
+Scorer: `fraud serve` (2 workers) on the score benchmark's store and champion (`benchmarks.score.setup`,
+reused from data/bench-score when present), 10 s of warm-up, then open-loop load at `--scorer-rate`
+in 30 s windows for `--seconds`: every request counted, errors are anything but a 200, p99 per window
+and overall (the median of the windows' p99s beside the worst), resident memory of the server's
+process tree after the warm-up and at the end. Ingest: a producer process sends live events (stamped
+with the wall clock) at `--ingest-rate` for `--seconds`; the real ingest service consumes them; at the
+end every event sent must be accounted for (processed + dead-lettered + quarantined + duplicates), and
+resident memory of the ingest and its side processes is taken after the first 10 s and at the end.
+Writes benchmarks/results/soak.json and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import multiprocessing as mp
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import psutil
+
+from benchmarks import score as S
+from benchmarks.common import write_results
+from benchmarks.ingest import BOOTSTRAP, _consume, _payloads, _produce_live, _settings
+
+WINDOW_S = 30.0
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process and all its children, in MB."""
+    proc = psutil.Process(pid)
+    total = proc.memory_info().rss
+    for child in proc.children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):  # a child that exited meanwhile
+            total += child.memory_info().rss
+    return total / 2**20
+
+
+class RssSampler:
+    """Resident memory of a process tree, sampled once a second on a thread: (after `settle_s`, last)."""
+
+    def __init__(self, pid: int, settle_s: float = 10.0) -> None:
+        self.pid, self.settle_s = pid, settle_s
+        self.samples: list[tuple[float, float]] = []
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        started = time.monotonic()
+        while not self.stopping.wait(1.0):
+            self.samples.append((time.monotonic() - started, rss_mb(self.pid)))
+
+    def stop(self) -> tuple[float, float]:
+        self.stopping.set()
+        self.thread.join(timeout=5)
+        settled = [mb for t, mb in self.samples if t >= self.settle_s] or [rss_mb(self.pid)]
+        return settled[0], settled[-1]
+
+
+def growth_pct(start: float, end: float) -> float:
+    return round(100.0 * (end - start) / start, 1)
+
+
+def soak_scorer(data_dir: Path, rate: float, seconds: float, workers: int) -> dict[str, Any]:
+    info = S.setup(data_dir, 3000, 21, 400)
+    env = os.environ | {
+        "FRAUD_DATA_DIR": str(data_dir),
+        "FRAUD_MLFLOW_TRACKING_URI": info["tracking_uri"],
+        "FRAUD_SCORER_API_KEYS": S.API_KEY,
+        "FRAUD_SCORER_AUDIT_TOPIC": f"soak-scores-{os.getpid()}",
+        "FRAUD_SCORER_POLL_SECONDS": "3600",
+        "FRAUD_LOG_LEVEL": "WARNING",
+        "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+    }
+    S._create_topic(env)
+    payloads = S._scorer_payloads(data_dir)
+    port = S._free_port()
+    cmd = [sys.executable, "-m", "fraud.cli", "serve", "--port", str(port), "--workers", str(workers)]
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+    windows: list[dict[str, Any]] = []
+    try:
+        S._wait_ready(f"http://127.0.0.1:{port}/readyz", proc)
+        S.load(port, payloads, 200, S.WARM_UP_SECONDS)
+        rss_start = rss_mb(proc.pid)
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline - 1:
+            span = min(WINDOW_S, deadline - time.monotonic())
+            step = S.load(port, payloads, rate, span)
+            windows.append(step)
+            print(f"  scorer {rate:.0f} req/s: p99 {step['p99_ms']} ms, errors {step['errors']}", flush=True)
+        rss_end = rss_mb(proc.pid)
+    finally:
+        S._stop(proc)
+    p99s = [w["p99_ms"] for w in windows if w["p99_ms"] is not None]
+    return {
+        "scorer_rate": rate,
+        "scorer_seconds": seconds,
+        "scorer_requests": int(sum(w["sent"] for w in windows)),
+        "scorer_errors": int(sum(w["errors"] for w in windows)),
+        "scorer_p99_ms": round(float(np.median(p99s)), 2) if p99s else None,
+        "scorer_p99_worst_window_ms": max(p99s) if p99s else None,
+        "scorer_p99_windows_ms": p99s,
+        "scorer_rss_start_mb": round(rss_start, 1),
+        "scorer_rss_end_mb": round(rss_end, 1),
+        "scorer_rss_growth_pct": growth_pct(rss_start, rss_end),
+    }
+
+
+def soak_ingest(tmp: Path, rate: float, seconds: float) -> dict[str, Any]:
+    from fraud import history
+    from fraud.kafka import ensure_topics
+    from fraud.settings import SimulatorSettings
+    from pipelines.simulate import run as simulate
+    from services.ingest import build
+
+    sim = SimulatorSettings(data_dir=tmp / "sim", sim_users=3000, sim_days=7, sim_seed=5)
+    simulate(sim, "parquet")
+    events = pd.read_parquet(tmp / "sim" / "simulated" / "transactions.parquet")
+    topic = f"soak-ingest-{uuid.uuid4().hex[:8]}"
+    ensure_topics(BOOTSTRAP, [topic, f"{topic}.dlq"], partitions=3)
+    settings = _settings(tmp / "ingest", topic, ingest_batch_max_seconds=0.2, ingest_batch_max_events=5000)
+    ingestor = build(settings)
+    while not ingestor.consumer.assignment():
+        ingestor.consumer.poll(timeout_ms=100)
+    ctx = mp.get_context("spawn")
+    sent = ctx.Value("q", 0)
+    producer = ctx.Process(target=_produce_live, args=(topic, _payloads(events), rate, seconds, sent), daemon=True)
+    producer.start()
+    sampler = RssSampler(os.getpid())  # this process runs the ingest; its side processes are children
+    started = time.monotonic()
+
+    def done() -> bool:
+        return not producer.is_alive() and sum(ingestor.totals[k] for k in OUTCOMES) >= sent.value
+
+    results = _consume(ingestor, done, give_up_s=120)
+    rss_start, rss_end = sampler.stop()
+    producer.join(timeout=30)
+    ingestor.close()
+    stored = len(history.read(settings.data_dir, "transactions"))
+    accounted = sum(ingestor.totals[k] for k in OUTCOMES)
+    lags = np.array([lag for r in results for lag in r.freshness_s])
+    return {
+        "ingest_rate": rate,
+        "ingest_seconds": seconds,
+        "ingest_events": int(sent.value),
+        "ingest_processed": int(ingestor.totals["processed"]),
+        "ingest_stored": stored,
+        "ingest_dlq": int(ingestor.totals["dlq"]),
+        "ingest_lost": int(sent.value - accounted),
+        "ingest_achieved_rate": round(sent.value / seconds, 1),
+        "ingest_freshness_p50_s": round(float(np.percentile(lags, 50)), 3) if lags.size else None,
+        "ingest_freshness_p99_s": round(float(np.percentile(lags, 99)), 3) if lags.size else None,
+        "ingest_catch_up_s": round(time.monotonic() - started - seconds, 1),
+        "ingest_rss_start_mb": round(rss_start, 1),
+        "ingest_rss_end_mb": round(rss_end, 1),
+        "ingest_rss_growth_pct": growth_pct(rss_start, rss_end),
+    }
+
+
+OUTCOMES = ("processed", "dlq", "quarantined", "duplicates")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=300.0, help="duration of each soak")
+    parser.add_argument("--scorer-rate", type=float, default=400.0, help="req/s (twice the 200 req/s target)")
+    parser.add_argument("--ingest-rate", type=float, default=2000.0, help="events/s")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--data-dir", type=Path, default=Path("data/bench-score"), help="score benchmark's setup")
+    parser.add_argument("--skip-scorer", action="store_true")
+    parser.add_argument("--skip-ingest", action="store_true")
+    args = parser.parse_args()
+    result: dict[str, Any] = {}
+    if not args.skip_scorer:
+        print(f"scorer soak: {args.scorer_rate:.0f} req/s for {args.seconds:.0f}s", flush=True)
+        result |= soak_scorer(args.data_dir.resolve(), args.scorer_rate, args.seconds, args.workers)
+    if not args.skip_ingest:
+        print(f"ingest soak: {args.ingest_rate:.0f} events/s for {args.seconds:.0f}s", flush=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            result |= soak_ingest(Path(tmp), args.ingest_rate, args.seconds)
+    result["load_average_1m_at_end"] = round(os.getloadavg()[0], 2)
+    path = write_results("soak", result)
+    for key, value in result.items():
+        if not isinstance(value, list):
+            print(f"{key:34} {value}")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
