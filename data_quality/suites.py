@@ -179,7 +179,10 @@ def counterparty_features(kind: str = "address", min_rows: int = 1) -> gx.Expect
         *(E.ExpectColumnValuesToNotBeNull(column=c) for c in [key, "event_timestamp", f"{kind}_first_seen", *counts]),
         *(E.ExpectColumnValuesToBeBetween(column=c, min_value=1) for c in [*counts, *users]),
         *(E.ExpectColumnValuesToBeBetween(column=c, min_value=0) for c in frauds),
-        *(E.ExpectColumnValuesToBeBetween(column=f"{kind}_fraud_rate_{w}", min_value=0) for w in F.RISK_WINDOWS),
+        *(  # a share of the window's transactions (smoothed), never above 1
+            E.ExpectColumnValuesToBeBetween(column=f"{kind}_fraud_rate_{w}", min_value=0, max_value=1)
+            for w in F.RISK_WINDOWS
+        ),
         *_monotone(counts),
         *_monotone(users),
         *_monotone(frauds),
@@ -243,8 +246,9 @@ def training_set(
 
     Every stored time a row saw (the user's last event, counterparties' first sighting, signup) must be
     strictly before its transaction, and its label at or after it. The ~100 count and rate features
-    are checked through their row-wise minimum, one expectation each at a million rows. Fraud "rates"
-    have no upper bound of 1: they count labels *arriving* in the window per transaction in it.
+    are checked through their row-wise extremes, one expectation each at a million rows: no count or
+    rate below 0, and no fraud rate above 1 (a rate is the smoothed share of the window's
+    transactions confirmed fraud, `fraud.features.counterparty_features`).
     """
     suite = gx.ExpectationSuite(name="training_set")
     expectations: list[Any] = [
@@ -259,6 +263,7 @@ def training_set(
         E.ExpectColumnValuesToBeBetween(column="amount_usd", min_value=0, max_value=MAX_AMOUNT_USD),
         E.ExpectColumnValuesToBeBetween(column="min_count_feature", min_value=0),
         E.ExpectColumnValuesToBeBetween(column="min_fraud_rate_feature", min_value=0),
+        E.ExpectColumnValuesToBeBetween(column="max_fraud_rate_feature", max_value=1),
         *(E.ExpectColumnValuesToBeInSet(column=c, value_set=[0, 1]) for c in _TRAINING_FLAGS),
         *(E.ExpectColumnValuesToBeBetween(column=c, min_value=0) for c in _TRAINING_AGES),
         E.ExpectColumnValuesToBeBetween(column="seconds_since_prev_txn", min_value=0, strict_min=True),
@@ -297,7 +302,8 @@ def training_set_frame(frame: Any) -> Any:
         rate_values = frame[rates].to_numpy(dtype=np.float64)
         out["min_count_feature"] = np.nanmin(np.where(np.isnan(count_values), np.inf, count_values), axis=1)
         out["min_fraud_rate_feature"] = np.nanmin(np.where(np.isnan(rate_values), np.inf, rate_values), axis=1)
-    for col in ("min_count_feature", "min_fraud_rate_feature"):
+        out["max_fraud_rate_feature"] = np.nanmax(np.where(np.isnan(rate_values), -np.inf, rate_values), axis=1)
+    for col in ("min_count_feature", "min_fraud_rate_feature", "max_fraud_rate_feature"):
         out[col] = out[col].replace([np.inf, -np.inf], np.nan).to_numpy()
     return out
 

@@ -11,6 +11,11 @@ writing or reading one record costs about the same whatever its size: 116 featur
 instead of 116 cut the SQLite write per event and the read per request several times (measured by
 `benchmarks/features.py` and `benchmarks/ingest.py`). Every feature keeps its name: `fraud.store`
 packs on write and unpacks on read, so training, serving and the tests see the same named columns.
+
+Times (`last_event_time`, `<kind>_first_seen`, `signup_time`) are `Int64` fields of microseconds since
+the epoch (UTC), each its own field as before: Feast's `UnixTimestamp` value holds whole seconds
+online while the offline Parquet keeps microseconds, so `seconds_since_prev_txn` and the ages would
+differ between training and serving. `fraud.store` turns them back into UTC timestamps on read.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource, ValueType
-from feast.types import Array, FeastType, Float64, Int64, String, UnixTimestamp
+from feast.types import Array, FeastType, Float64, Int64, String
 
 from fraud import features as F
 
@@ -47,10 +52,15 @@ REFERENCE_VIEWS: dict[str, tuple[Entity, list[str]]] = {
 ALL_VIEWS = {**STREAMING_VIEWS, **REFERENCE_VIEWS}
 
 
+def is_time(feature: str) -> bool:
+    """A timestamp feature (stored as Int64 microseconds since the epoch, read back as a UTC time)."""
+    return feature.endswith(("_time", "_first_seen"))
+
+
 def feast_type(feature: str) -> FeastType:
-    """The Feast type of a feature, from its name."""
-    if feature.endswith(("_time", "_first_seen")):
-        return UnixTimestamp
+    """The Feast type of a feature, from its name (a time: Int64 microseconds, see the module doc)."""
+    if is_time(feature):
+        return Int64
     if feature.startswith("known_"):
         return String
     if "_count_" in feature or feature.startswith(("distinct_", "on_")) or feature in ("kyc_tier", "txn_count_total"):
@@ -71,7 +81,8 @@ def _fields(view: str) -> dict[str, list[str]]:
     """A view's Feast fields in order, each with the features it holds (one, or a pack's members)."""
     out: dict[str, list[str]] = {}
     for feature in ALL_VIEWS[view][1]:
-        pack = _pack_of(view, feature) if feast_type(feature) in (Int64, Float64) else None
+        numeric = feast_type(feature) in (Int64, Float64) and not is_time(feature)  # times: a field each
+        pack = _pack_of(view, feature) if numeric else None
         out.setdefault(pack or feature, []).append(feature)
     return out
 

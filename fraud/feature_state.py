@@ -1,10 +1,11 @@
 """The streaming side of the one feature implementation: per-entity state kept so windows are exact.
 
 `FeatureState` retains the events of the last 30 days (plus a margin for late events), the fraud
-labels known so far, and a carry of the running totals of the events it let go (counts, balances,
-first-seen times). `update(batch)` runs `fraud.features` over the retained history of the affected
-entities plus the batch and returns the rows of the new events only: the same values the batch
-backfill computes for them. Pure: no I/O; the ingest service snapshots and restores it.
+labels known so far, and a carry of the running totals of the events it let go (counts, balances
+with both legs of each trade posted by `fraud.features.balance_postings`, first-seen times).
+`update(batch)` runs `fraud.features` over the retained history of the affected entities plus the
+batch and returns the rows of the new events only: the same values the batch backfill computes for
+them. Pure: no I/O; the ingest service snapshots and restores it.
 """
 
 from __future__ import annotations
@@ -116,10 +117,10 @@ class FeatureState:
         if not old_mask.any():
             return
         old = self.events[old_mask]
-        sign = np.where(old["type"].isin(F.OUTGOING), -1.0, 1.0)
+        postings = F.balance_postings(old)  # the same legs `user_features` posts
         amounts = pd.DataFrame({"user_id": old["user_id"].to_numpy(), "txn_count_total": 1.0})
-        for a in F.ASSETS:
-            amounts[f"balance_{a}"] = np.where(old["asset"] == a, sign * old["amount"].to_numpy(), 0.0)
+        for j, a in enumerate(F.ASSETS):
+            amounts[f"balance_{a}"] = postings[:, j]
         folded = amounts.groupby("user_id").sum()
         self.user_carry = folded.add(self.user_carry, fill_value=0.0) if not self.user_carry.empty else folded
         old_us = pd.Series(F.to_micros(old["event_time"]), index=old.index)

@@ -11,6 +11,17 @@ itself (`request_features`), through the same function in training and serving.
 
 All window arithmetic is exact: times are int64 microseconds, compared through a shared rank space,
 so no float rounding or overflow decides whether an event falls inside a window.
+
+Label-derived risk of a counterparty at its event t, over a window w:
+- `*_fraud_count_<w>`: fraud labels on the entity's transactions whose `label_time` is in (t - w, t],
+  whenever the transaction was: how recently confirmations arrived.
+- `*_fraud_rate_<w>`: of the entity's transactions in the window (those counted by its activity),
+  the share confirmed fraud by t (label_time <= t), smoothed towards a prior:
+  (confirmed + PRIOR_RATE * PRIOR_WEIGHT) / (transactions + PRIOR_WEIGHT). Always within [0, 1].
+
+Balances (`balance_<asset>`) are the user's net flow per asset since first seen, both legs of a trade
+posted as the exchange's ledger posts them (`balance_postings`); opening balances are in no canonical
+table, so they are not included.
 """
 
 from __future__ import annotations
@@ -46,8 +57,15 @@ KNOWN_SETS = {
 }
 SEP = "|"
 KNOWN_CAP = 64  # most recent distinct values kept per set
+CASH = Asset.USDC.value  # the exchange's cash leg: sells settle in it, balance-funded buys spend from it
 COUNTERPARTIES = {"address": "destination_address", "device": "device_id", "ip": "ip_address"}
 LIST_NAMES = ("sanctions", "mixer")
+# Fraud-rate smoothing (`counterparty_features`): the rate starts from a prior of PRIOR_RATE, worth
+# PRIOR_WEIGHT transactions. 1% is the exchange's base fraud rate per transaction (the simulator's
+# default); a weight of one transaction keeps a single confirmed fraud loud (1 of 1 reads ~0.5, not
+# 1.0) while ten transactions already outweigh the prior ten to one.
+PRIOR_RATE = 0.01
+PRIOR_WEIGHT = 1.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -232,6 +250,27 @@ def _window_distinct(groups: _Groups, present: np.ndarray, repeat: np.ndarray, l
     return (started - ended).astype(np.int64)
 
 
+def _window_confirmed(groups: _Groups, rows: np.ndarray, confirmed_at: np.ndarray, width: int) -> np.ndarray:
+    """Per row i: how many rows j of its window [start_i, i] were confirmed fraud at or before t_i.
+
+    `rows` are the positions of the confirmed rows and `confirmed_at` their (earliest) label times.
+    A confirmed row j counts for the rows of its group from the later of itself and the first row at
+    or after its label time, up to (not including) the first row its window no longer reaches
+    (`window_leave`): an interval per label, summed with one difference array, so the cost is the
+    rows plus the labels, whatever the windows hold.
+    """
+    n = len(groups.t)
+    if not len(rows):
+        return np.zeros(n, dtype=np.int64)
+    # first row of j's group with t >= label time (rank(t) >= rank(label) iff t >= label: t is ranked)
+    known_from = np.searchsorted(groups.key, groups.g[rows] * groups.rank.span + groups.rank(confirmed_at), "left")
+    lo = np.maximum(rows, known_from)
+    hi = groups.window_leave(width)[rows]
+    live = lo < hi
+    diff = np.bincount(lo[live], minlength=n + 1) - np.bincount(hi[live], minlength=n + 1)
+    return np.cumsum(diff[:n]).astype(np.int64)
+
+
 def _recent_text(window: list[str]) -> str:
     """The KNOWN_CAP most recently seen distinct values of a window (in row order), sorted, joined."""
     return SEP.join(sorted(list(dict.fromkeys(reversed(window)))[:KNOWN_CAP]))
@@ -283,6 +322,29 @@ def _codes(*series: pd.Series) -> list[np.ndarray]:
 # Entity feature rows.
 
 
+def balance_postings(events: pd.DataFrame) -> np.ndarray:
+    """What each event moves on its user's balances: (events x ASSETS) signed amounts, in row order.
+
+    Posted as the exchange's ledger posts them (`pipelines/simulator/ledger.py`): every event moves
+    its own asset (deposits, buys and receives credit it; withdrawals, sells and sends debit it), and
+    a trade has a cash leg in USDC (priced at $1): a sell credits its `amount_usd` of proceeds, a
+    buy paid from the balance (`payment_method` "balance") spends its `amount_usd`. A card or bank
+    buy is paid outside the exchange (no cash leg); a card or bank deposit is itself a USDC credit.
+    The one rule for the running balances (`user_features`) and the streaming carry (`FeatureState`).
+    """
+    types = events["type"].to_numpy()
+    assets = events["asset"].to_numpy()
+    amount = events["amount"].to_numpy(dtype=np.float64)
+    usd = events["amount_usd"].to_numpy(dtype=np.float64)
+    own = np.where(np.isin(types, OUTGOING), -amount, amount)
+    cash = np.where(types == "sell", usd, 0.0)
+    cash = np.where((types == "buy") & (events["payment_method"].to_numpy() == "balance"), -usd, cash)
+    out = np.empty((len(events), len(ASSETS)))
+    for j, a in enumerate(ASSETS):
+        out[:, j] = np.where(assets == a, own, 0.0) + (cash if a == CASH else 0.0)
+    return out
+
+
 def _grouped(events: pd.DataFrame, key: str, widths: list[int]) -> tuple[np.ndarray, _Groups]:
     """The events that have `key`, ordered by (key, event_time, transaction_id).
 
@@ -303,6 +365,9 @@ def _grouped(events: pd.DataFrame, key: str, widths: list[int]) -> tuple[np.ndar
 def user_features(events: pd.DataFrame, carry: pd.DataFrame | None = None) -> pd.DataFrame:
     """One `user` row per event: windows by type, distinct counts, 30d spread, balances, last event.
 
+    `balance_<ASSET>` is the user's net flow of the asset since first seen, both legs of buys and
+    sells posted (`balance_postings`); it does not include opening balances (no canonical table holds
+    them), so a user who brought funds before the history can read below zero.
     `carry` (indexed by user_id) holds what the rows before `events` contributed to the running
     totals (`txn_count_total`, `balance_<ASSET>`); the streaming path passes it, the backfill not.
     """
@@ -364,11 +429,9 @@ def user_features(events: pd.DataFrame, carry: pd.DataFrame | None = None) -> pd
         return result
 
     out["txn_count_total"] = np.rint(running(np.ones(n), "txn_count_total")).astype(np.int64)
-    sign = np.where(np.isin(types, OUTGOING), -1.0, 1.0)
-    amount = column("amount", np.float64)
-    assets = column("asset")
-    for a in ASSETS:
-        out[f"balance_{a}"] = running(np.where(assets == a, sign * amount, 0.0), f"balance_{a}")
+    postings = balance_postings(events)[at]
+    for j, a in enumerate(ASSETS):
+        out[f"balance_{a}"] = running(postings[:, j], f"balance_{a}")
     out["last_event_time"] = from_micros(t)
     # One DataFrame built once from every column: inserting columns afterwards made pandas copy
     # (consolidate) the whole frame again, ~4 s per million rows.
@@ -384,11 +447,17 @@ def counterparty_features(
 ) -> pd.DataFrame:
     """One row per event that has the counterparty `kind` (address, device or ip).
 
-    Activity over 24h/7d (transactions, distinct users), first-seen time, and label-derived risk:
-    confirmed frauds whose `label_time` falls in the window (known by then, never later), and their
-    rate per transaction. `fraud_labels` are labels with their transaction's entities attached
-    (`attach_entities`): a label counts for the address, device and IP its transaction used.
-    `carry` (indexed by entity) holds `<kind>_first_seen` from before `events` (streaming path).
+    Activity over 24h/7d (transactions, distinct users), first-seen time, and label-derived risk over
+    7d/30d (see the module doc): `<kind>_fraud_count_<w>` counts fraud labels whose `label_time`
+    falls in the window (known by then, never later), whichever transaction they are for;
+    `<kind>_fraud_rate_<w>` is the share of the window's transactions confirmed fraud by the row's
+    time (label_time <= t), smoothed: (confirmed + PRIOR_RATE * PRIOR_WEIGHT) / (transactions +
+    PRIOR_WEIGHT), so within [0, 1], and below PRIOR_RATE while none of them is confirmed. A
+    transaction with several fraud labels is confirmed from the earliest.
+    `fraud_labels` are labels with their transaction's entities attached (`attach_entities`): a label
+    counts for the address, device and IP its transaction used. `carry` (indexed by entity) holds
+    `<kind>_first_seen` from before `events` (streaming path); the rate needs no carry, as the
+    window's transactions are all retained.
     """
     col = COUNTERPARTIES[kind]
     at, groups = _grouped(events, col, list({**SHORT_WINDOWS, **RISK_WINDOWS}.values()))
@@ -414,6 +483,15 @@ def counterparty_features(
     lab = None
     if fraud_labels is not None and len(fraud_labels) and n:
         lab = fraud_labels[fraud_labels["is_fraud"].astype(bool) & fraud_labels[col].notna()]
+    # Each row's own transaction confirmed as fraud from: its earliest fraud label (none: no row here).
+    labelled = np.zeros(0, dtype=np.int64)
+    confirmed_at = np.zeros(0, dtype=np.int64)
+    if lab is not None and len(lab):
+        first_label = pd.Series(to_micros(lab["label_time"]), index=lab["transaction_id"].to_numpy())
+        first_label = first_label.groupby(level=0).min()
+        known = pd.Series(events["transaction_id"].to_numpy()[at]).map(first_label).to_numpy(dtype=np.float64)
+        labelled = np.flatnonzero(~np.isnan(known))
+        confirmed_at = known[labelled].astype(np.int64)
     for w, width in RISK_WINDOWS.items():
         counts = np.zeros(n, dtype=np.int64)
         if lab is not None and len(lab):
@@ -425,8 +503,9 @@ def counterparty_features(
             lo = np.searchsorted(lkey, gq * rank.span + rank(t - width), side="right")
             counts = (hi - lo).astype(np.int64)
         activity = np.arange(1, n + 1) - groups.window_start(width)
+        frauds = _window_confirmed(groups, labelled, confirmed_at, width)
         out[f"{kind}_fraud_count_{w}"] = counts
-        out[f"{kind}_fraud_rate_{w}"] = counts / np.maximum(activity, 1)
+        out[f"{kind}_fraud_rate_{w}"] = (frauds + PRIOR_RATE * PRIOR_WEIGHT) / (activity + PRIOR_WEIGHT)
     out[f"{kind}_first_seen"] = from_micros(out[f"{kind}_first_seen"])
     head = {col: entities, "event_timestamp": from_micros(t), "transaction_id": events["transaction_id"].to_numpy()[at]}
     return pd.DataFrame(head | out)  # built once (see user_features)

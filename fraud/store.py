@@ -18,7 +18,7 @@ from feast import FeatureStore, FeatureView, RepoConfig
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
-from feature_repo.repo import ALL_VIEWS, FIELDS, PACKS, SERVICE_NAME, definitions, feast_type, view_path
+from feature_repo.repo import ALL_VIEWS, FIELDS, PACKS, SERVICE_NAME, definitions, feast_type, is_time, view_path
 from fraud.atomic import AtomicBatch, write_part
 from fraud.settings import FeatureStoreSettings
 
@@ -75,19 +75,34 @@ def apply(settings: FeatureStoreSettings) -> FeatureStore:
 @functools.cache
 def offline_schema(view: str) -> pa.Schema:
     """The Arrow schema of a view's offline Parquet files: entity key, event time, its Feast fields."""
-    from feast.types import Float64, Int64, String, UnixTimestamp
+    from feast.types import Float64, Int64, String
 
-    arrow: dict[Any, pa.DataType] = {
-        Float64: pa.float64(),
-        Int64: pa.int64(),
-        String: pa.string(),
-        UnixTimestamp: pa.timestamp("us", "UTC"),
-    }
+    arrow: dict[Any, pa.DataType] = {Float64: pa.float64(), Int64: pa.int64(), String: pa.string()}
     entity, _ = ALL_VIEWS[view]
     fields = [(entity.join_key, pa.string()), ("event_timestamp", pa.timestamp("us", "UTC"))]
     for field in FIELDS[view]:
         fields.append((field, pa.list_(pa.float64()) if field in PACKS[view] else arrow[feast_type(field)]))
     return pa.schema(fields)
+
+
+def time_micros(values: pd.Series) -> pd.Series:
+    """A time feature as stored: Int64 microseconds since the epoch (nullable; see `feature_repo.repo`)."""
+    times = pd.to_datetime(values, utc=True).dt.as_unit("us")
+    return pd.Series(pd.DatetimeIndex(times).asi8, index=values.index, dtype="Int64").mask(times.isna())
+
+
+def micros_time(values: Any) -> pd.Series:
+    """Stored microseconds (int, or float/None/NaN where no row) back to UTC times (NaT where missing).
+
+    Exact: the microseconds go straight to datetime64[us], never through float nanoseconds."""
+    series = values if isinstance(values, pd.Series) else pd.Series(values)
+    if isinstance(series.dtype, pd.DatetimeTZDtype) or series.dtype.kind == "M":  # already times
+        return pd.to_datetime(series, utc=True)
+    numbers = pd.to_numeric(series, errors="coerce").astype("Int64")  # floats hold < 2**53 us exactly
+    missing = numbers.isna().to_numpy()
+    us = numbers.to_numpy(dtype=np.int64, na_value=0).astype("datetime64[us]")
+    us[missing] = np.datetime64("NaT")
+    return pd.Series(pd.DatetimeIndex(us).tz_localize("UTC"), index=series.index)
 
 
 def _block(rows: pd.DataFrame, members: list[str]) -> np.ndarray:
@@ -105,7 +120,8 @@ def to_table(view: str, rows: pd.DataFrame) -> pa.Table:
     for name in schema.names:
         members = PACKS[view].get(name)
         if members is None:
-            arrays.append(pa.Array.from_pandas(rows[name], type=schema.field(name).type))
+            column = time_micros(rows[name]) if is_time(name) else rows[name]
+            arrays.append(pa.Array.from_pandas(column, type=schema.field(name).type))
             continue
         block = _block(rows, members)
         offsets = pa.array(np.arange(0, block.size + 1, block.shape[1], dtype=np.int32))
@@ -118,7 +134,10 @@ def to_feast_frame(view: str, rows: pd.DataFrame) -> pd.DataFrame:
     entity, _ = ALL_VIEWS[view]
     out: dict[str, Any] = {entity.join_key: rows[entity.join_key], "event_timestamp": rows["event_timestamp"]}
     for field, members in FIELDS[view].items():
-        out[field] = list(_block(rows, members)) if field in PACKS[view] else rows[field]
+        if field in PACKS[view]:
+            out[field] = list(_block(rows, members))
+        else:
+            out[field] = time_micros(rows[field]) if is_time(field) else rows[field]
     return pd.DataFrame(out, index=rows.index)
 
 
@@ -135,12 +154,14 @@ def _unpacked(column: pa.Array | pa.ChunkedArray, width: int) -> np.ndarray:
 
 
 def unpack_table(view: str, table: pa.Table) -> pd.DataFrame:
-    """Feast fields (an Arrow table, null where no row) back to named feature columns (packs as float64)."""
+    """Feast fields (an Arrow table, null where no row) back to named feature columns (packs as float64,
+    times as UTC timestamps)."""
     out: dict[str, Any] = {}
     for name in table.column_names:
         members = PACKS[view].get(name)
         if members is None:
-            out[name] = table.column(name).to_pandas()
+            column = table.column(name).to_pandas()
+            out[name] = micros_time(column) if is_time(name) and name in FIELDS[view] else column
             continue
         block = _unpacked(table.column(name), len(members))
         for j, member in enumerate(members):
@@ -151,6 +172,9 @@ def unpack_table(view: str, table: pa.Table) -> pd.DataFrame:
 def unpack(view: str, frame: pd.DataFrame) -> pd.DataFrame:
     """`unpack_table` for a DataFrame whose packed columns hold lists or arrays (None or NaN where no row)."""
     out = frame.copy()
+    for field in FIELDS[view]:
+        if is_time(field) and field in frame:
+            out[field] = micros_time(frame[field])
     for field, members in PACKS[view].items():
         if field not in frame:
             continue
@@ -222,7 +246,8 @@ def online_rows(
             columns[field] = [ValueProto(double_list_val=DoubleList(val=v)) for v in _block(rows, members).tolist()]
         else:
             value_type = feast_type(field).to_value_type()
-            values = rows[field].astype(object).where(rows[field].notna(), None).tolist()
+            column = time_micros(rows[field]) if is_time(field) else rows[field]
+            values = column.astype(object).where(column.notna(), None).tolist()
             columns[field] = python_values_to_proto_values(values, value_type)
     features = [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
     stamps = pd.DatetimeIndex(pd.to_datetime(rows["event_timestamp"], utc=True)).to_pydatetime().tolist()

@@ -31,7 +31,6 @@ from feast import FeatureStore
 from feast.infra.key_encoding_utils import serialize_entity_key
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
-from feast.type_map import NULL_TIMESTAMP_INT_VALUE
 
 from feature_repo.repo import ALL_VIEWS, PACKS, SERVICE_NAME
 from fraud.contracts import Transaction
@@ -74,12 +73,9 @@ def _pack(found: list[dict[str, Any] | None], field: str, width: int) -> np.ndar
 
 
 def _times(found: list[dict[str, Any] | None], name: str) -> np.ndarray:
-    """A unix-seconds timestamp feature as datetime64[us] (NaT where absent)."""
-    seconds = [
-        NAT if feats is None or (x := _scalar(feats.get(name))) is None or x == NULL_TIMESTAMP_INT_VALUE else x
-        for feats in found
-    ]
-    return np.array(seconds, dtype=np.int64).astype("datetime64[s]").astype("datetime64[us]")
+    """A time feature (Int64 microseconds since the epoch, `feature_repo.repo`) as datetime64[us], NaT where absent."""
+    micros = [NAT if feats is None or (x := _scalar(feats.get(name))) is None else x for feats in found]
+    return np.array(micros, dtype=np.int64).astype("datetime64[us]")
 
 
 def _utc(ts: datetime) -> datetime:

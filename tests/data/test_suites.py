@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import great_expectations as gx
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import great_expectations as gx
 import pytest
 from typer.testing import CliRunner
 
@@ -143,6 +143,39 @@ def test_counterparty_features(address_rows: pd.DataFrame) -> None:
         validate(nulls, "counterparty_features", kind="address"),
         "expect_column_values_to_not_be_null",
         "destination_address",
+    )
+    above_one = address_rows.copy()  # a "rate" that counts more frauds than transactions
+    above_one.loc[above_one.index[:5], "address_fraud_rate_7d"] = 1.5
+    assert_fails(
+        validate(above_one, "counterparty_features", kind="address"),
+        "expect_column_values_to_be_between",
+        "address_fraud_rate_7d",
+    )
+
+
+def test_training_set_bounds_fraud_rates_to_a_share(txns: pd.DataFrame, labels: pd.DataFrame) -> None:
+    from data_quality.suites import training_set_frame
+
+    event_time = pd.Series(txns["event_time"].to_numpy())
+    past = {c: event_time - pd.Timedelta(hours=1) for c in ["last_event_time", "signup_time"]}
+    past |= {f"{k}_first_seen": event_time - pd.Timedelta(days=1) for k in F.COUNTERPARTIES}
+    frame = feature_frame(txns).assign(
+        transaction_id=txns["transaction_id"].to_numpy(),
+        event_time=event_time,
+        label_time=event_time + pd.Timedelta(days=3),
+        is_fraud=txns["transaction_id"].isin(labels.loc[labels["is_fraud"], "transaction_id"]).to_numpy(),
+        **past,
+    )
+    frame = frame[frame["seconds_since_prev_txn"] > 0].reset_index(drop=True)  # each user's later events
+    rates = [n for n in F.model_feature_names() if "_fraud_rate_" in n]
+    frame[rates] = 0.2
+    good = training_set_frame(frame)
+    assert validate(good, "training_set", min_rows=10).success, validate(good, "training_set", min_rows=10).report()
+    frame.loc[frame.index[:3], "device_fraud_rate_30d"] = 1.5
+    assert_fails(
+        validate(training_set_frame(frame), "training_set", min_rows=10),
+        "expect_column_values_to_be_between",
+        "max_fraud_rate_feature",
     )
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import multiprocessing as mp
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -16,7 +18,7 @@ from pipelines.training_set import training_frame
 from tests.factories import history, labels_for
 
 pytestmark = pytest.mark.integration
-T0 = pd.Timestamp("2026-03-01 12:00:00", tz="UTC")
+T0 = pd.Timestamp("2026-03-01 12:00:00.654321", tz="UTC")  # sub-second: stores must keep microseconds
 
 
 def _txn(i: int, minutes: float, user: str = "u1", device: str = "dev-A", **kw: object) -> dict[str, object]:
@@ -94,7 +96,7 @@ def test_backfill_reports_bad_rows_and_materializes_latest_values(tmp_path: Path
         [
             _txn(900, 0, asset="DOGE"),
             _txn(901, 0, amount=-1.0),
-            _txn(902, 0) | {"event_time": "2026-03-01T12:00:00"},  # naive
+            _txn(902, 0) | {"event_time": "2026-03-01T12:00:00.654321"},  # naive
             _txn(903, 0, destination_address=None),
         ]
     )
@@ -202,3 +204,48 @@ def test_write_online_stores_what_feast_write_to_online_store_stores(tmp_path: P
         assert mine == theirs, view
         checked += len(mine)
     assert checked == expected > 200  # one record per entity and field
+
+
+@pytest.mark.parametrize("per_view", [False, True], ids=["sqlite-one-query", "provider-per-view"])
+def test_online_store_returns_times_to_the_microsecond(tmp_path: Path, per_view: bool) -> None:
+    """Sub-second `last_event_time`, `*_first_seen` and `signup_time` read back online (through Feast's SDK
+    and through the scorer's reads) equal the offline values to the microsecond: `seconds_since_prev_txn`
+    and the ages are the same in training and serving."""
+    from services.scorer.online import ENTITY_KEYS, OnlineFeatureReader
+
+    ev = history(n=300, users=10, seed=31)
+    accounts = pd.DataFrame(
+        {
+            "user_id": sorted(ev.user_id.unique()),
+            "signup_time": pd.Timestamp("2025-11-02 03:04:05.678901", tz="UTC")
+            + pd.to_timedelta(np.arange(ev.user_id.nunique()) * 86_400_000_123, unit="us"),
+            "kyc_tier": 1,
+            "country_of_residence": "DE",
+        }
+    )
+    ev.to_parquet(tmp_path / "t.parquet")
+    labels_for(ev, seed=31).to_parquet(tmp_path / "l.parquet")
+    accounts.to_parquet(tmp_path / "a.parquet")
+    settings = _settings(tmp_path)
+    backfill(settings, tmp_path / "t.parquet", tmp_path / "l.parquet", tmp_path / "a.parquet", show_progress=False)
+    store = S.open_store(settings)
+    reader = OnlineFeatureReader(store, timeout_s=10, retry_s=1, per_view=per_view)
+    checked = 0
+    for view, key, name in [
+        ("user_activity", "user_id", "last_event_time"),
+        ("account", "user_id", "signup_time"),
+        ("device_activity", "device_id", "device_first_seen"),
+        ("ip_activity", "ip_address", "ip_first_seen"),
+        ("address_activity", "destination_address", "address_first_seen"),
+    ]:
+        offline = S.latest_per_entity(view, S.read_offline(settings, view)).set_index(key)[name]
+        offline = pd.to_datetime(offline, utc=True)
+        assert (offline.dt.microsecond != 0).all(), name  # the fixture has microseconds to lose
+        keys = list(offline.index)
+        sdk = S.online_features(store, [{key: k} for k in keys], view=view)
+        assert list(pd.to_datetime(sdk[name], utc=True)) == list(offline), (name, "sdk")
+        requests = [SimpleNamespace(**(dict.fromkeys(ENTITY_KEYS, "") | {key: k})) for k in keys]
+        scorer = reader.read(requests).values[name]  # type: ignore[arg-type]
+        assert list(scorer) == list(offline.dt.tz_localize(None).to_numpy(dtype="datetime64[us]")), (name, "scorer")
+        checked += len(keys)
+    assert checked > 20

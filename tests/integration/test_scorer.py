@@ -229,8 +229,8 @@ def test_scorer_online_read_equals_feast_get_online_features(world: World, per_v
                 continue  # the SDK reads the "" key; the scorer does not look up an absent entity
             if theirs is None:
                 assert mine is None or (isinstance(mine, float) and np.isnan(mine)) or np.isnat(mine), name
-            elif name in core.TIME_FEATURES:
-                assert mine == np.datetime64(theirs.replace(tzinfo=None), "us"), name
+            elif name in core.TIME_FEATURES:  # stored as Int64 microseconds (`feature_repo.repo`)
+                assert mine == np.datetime64(theirs, "us"), name
             else:
                 assert mine == theirs, name
     assert ours.as_of["user_activity"][0] is not None and ours.as_of["user_activity"][1] is None

@@ -38,10 +38,7 @@ def _stream(ev: pd.DataFrame, labels: pd.DataFrame, sizes: list[int]) -> dict[st
     return {v: pd.concat(frames, ignore_index=True) for v, frames in out.items()}
 
 
-@pytest.mark.parametrize(("n", "sizes"), [(150, [1]), (700, [7, 1, 30]), (700, [50])])
-def test_streaming_equals_batch(n: int, sizes: list[int]) -> None:
-    ev = history(n=n, users=15, seed=11)  # 45 days: the state trims and carries totals
-    labels = labels_for(ev)
+def _assert_stream_equals_batch(ev: pd.DataFrame, labels: pd.DataFrame, sizes: list[int]) -> None:
     batch = compute_view_rows(ev, labels)
     stream = _stream(ev, labels, sizes)
     for view in ("user_activity", "address_activity", "device_activity", "ip_activity"):
@@ -55,6 +52,20 @@ def test_streaming_equals_batch(n: int, sizes: list[int]) -> None:
                 )
             else:
                 assert (s[col].astype(str) == b[col].astype(str)).all(), (view, col)
+
+
+@pytest.mark.parametrize(("n", "sizes"), [(150, [1]), (700, [7, 1, 30]), (700, [50])])
+def test_streaming_equals_batch(n: int, sizes: list[int]) -> None:
+    ev = history(n=n, users=15, seed=11)  # 45 days: the state trims and carries totals
+    _assert_stream_equals_batch(ev, labels_for(ev), sizes)
+
+
+def test_streaming_equals_batch_with_labels_arriving_up_to_40_days_late() -> None:
+    """Labels of transactions deep in the retained history, and of transactions already let go: the
+    fraud rates (window transactions confirmed by then) and counts (confirmations in the window) agree."""
+    ev = history(n=700, users=15, seed=17)
+    labels = labels_for(ev, fraud_share=0.4, seed=3, max_delay_days=40)
+    _assert_stream_equals_batch(ev, labels, [13, 1, 60])
 
 
 def test_label_known_only_after_its_label_time_counts() -> None:
