@@ -7,6 +7,7 @@ zero amount, a naive timestamp or a stray field is an error, never a silent fix.
 from __future__ import annotations
 
 import ipaddress
+import re
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -77,8 +78,30 @@ UsdAmount = Annotated[float, Field(ge=0, le=MAX_AMOUNT_USD, allow_inf_nan=False,
 CountryCode = Annotated[str, Field(pattern=r"^[A-Z]{2}$", strict=True)]
 
 
+# The start of an ISO 8601 date-time. Anything else is refused before pydantic reads it: pydantic would
+# take a number, or a numeric string, as Unix seconds or milliseconds (guessing which by its size).
+_ISO_DATE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]")
+
+
+def _iso_or_datetime(value: Any) -> Any:
+    """Let through only a datetime or ISO 8601 text (the time zone is checked by `AwareDatetime`)."""
+    if isinstance(value, datetime) or (isinstance(value, str) and _ISO_DATE_TIME.match(value)):
+        return value
+    raise ValueError("expected an ISO 8601 date-time with a time zone, e.g. 2026-01-01T12:00:00Z")
+
+
 def _to_utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as exc:  # e.g. 0001-01-01T00:00:00+14:00: a ValueError makes it a validation error
+        raise ValueError("date-time out of range once converted to UTC (years 1 to 9999)") from exc
+
+
+def _not_a_bool(value: Any) -> Any:
+    """`Literal[1]` accepts `true` (True == 1): a version must be the number."""
+    if isinstance(value, bool):
+        raise ValueError("schema_version must be the integer 1")
+    return value
 
 
 class Transaction(BaseModel):
@@ -101,6 +124,16 @@ class Transaction(BaseModel):
     ip_address: Annotated[str, Field(strict=True, max_length=64)]
     country: CountryCode
     channel: Channel
+
+    @field_validator("schema_version", mode="before")
+    @classmethod
+    def _version(cls, value: Any) -> Any:
+        return _not_a_bool(value)
+
+    @field_validator("event_time", mode="before")
+    @classmethod
+    def _time_text(cls, value: Any) -> Any:
+        return _iso_or_datetime(value)
 
     @field_validator("event_time")
     @classmethod
@@ -140,6 +173,16 @@ class FraudLabel(BaseModel):
     is_fraud: bool
     fraud_type: FraudType | None = None
     label_time: AwareDatetime
+
+    @field_validator("schema_version", mode="before")
+    @classmethod
+    def _version(cls, value: Any) -> Any:
+        return _not_a_bool(value)
+
+    @field_validator("label_time", mode="before")
+    @classmethod
+    def _time_text(cls, value: Any) -> Any:
+        return _iso_or_datetime(value)
 
     @field_validator("label_time")
     @classmethod

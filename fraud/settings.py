@@ -121,6 +121,12 @@ class IngestSettings(FeatureStoreSettings):
         512 * 1024, ge=4096, description="a DLQ record's size bound: larger originals keep a prefix and their SHA-256"
     )
     ingest_dlq_attempts: int = Field(5, ge=1, description="tries to write a dead letter before the stage stops")
+    ingest_store_wait_seconds: float = Field(
+        60.0,
+        ge=0,
+        le=500,  # the main loop waits on the writer meanwhile: well under the consumer's max poll interval
+        description="how long the writer retries an unreachable online store (Redis) before the ingest stops",
+    )
     ingest_metrics_port: int = Field(0, description="Prometheus port on 127.0.0.1 (0: no metrics server)")
     ingest_metrics_public: bool = Field(
         False, description="serve metrics on all interfaces (containers), not 127.0.0.1"
@@ -166,6 +172,23 @@ class ScorerSettings(FeatureStoreSettings):
     scorer_audit_topic: str = TOPIC_SCORES
     scorer_audit_queue_max: int = Field(100_000, ge=1)
     scorer_access_log: bool = False
+    scorer_audit_spool_dir: Path | None = Field(
+        None, description="decisions Kafka did not take, until published (default: <data_dir>/scorer/audit-spool)"
+    )
+    scorer_audit_retry_max_seconds: float = Field(30.0, gt=0, description="longest wait between spool replays")
+    scorer_audit_stall_seconds: float = Field(
+        5.0, gt=0, description="no acknowledgement this long: the broker is away, spool new decisions"
+    )
+    scorer_registry_timeout_seconds: float = Field(
+        10.0, gt=0, description="MLflow server: timeout of one registry or artifact request (whole seconds)"
+    )
+    scorer_registry_retries: int = Field(
+        0, ge=0, description="MLflow server: client retries of one request (the watcher's backoff retries anyway)"
+    )
+    scorer_model_retry_min_seconds: float = Field(
+        1.0, gt=0, description="after a failed champion poll or load, first retry after this long (then doubling)"
+    )
+    scorer_model_retry_max_seconds: float = Field(30.0, gt=0, description="longest wait between champion retries")
 
     @field_validator("scorer_api_keys", mode="before")
     @classmethod

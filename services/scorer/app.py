@@ -22,9 +22,8 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fraud import features as F
-from fraud.contracts import Transaction
 from fraud.settings import ScorerSettings
-from services.scorer.audit import AuditPublisher
+from services.scorer.audit import AuditPublisher, unpublished_gauge
 from services.scorer.deps import ApiKey, Service
 from services.scorer.metrics import Metrics
 from services.scorer.model_holder import MlflowChampion, ModelHolder, ModelSource
@@ -37,12 +36,14 @@ from services.scorer.schemas import (
     ModelInfo,
     ScoreResponse,
     Status,
+    TransactionRequest,
 )
 from services.scorer.service import ModelUnavailable, ScoringService
 
 log = logging.getLogger(__name__)
 
 JSON = "application/json"
+PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"  # the text exposition format, version 0.0.4
 ROUTES = frozenset({"/v1/score", "/v1/score/batch", "/v1/model", "/healthz", "/readyz", "/metrics"})
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -178,18 +179,32 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _json(ErrorBody(error="internal error", request_id=rid), 500)
 
 
+def _error(description: str) -> dict[str, Any]:
+    return {"model": ErrorBody, "description": description}
+
+
+# Every error a route can answer, with the body it has (`ErrorBody`; FastAPI's default 422 body is not ours).
+Responses = dict[int | str, dict[str, Any]]
+UNREADABLE: Responses = {400: _error("the body could not be read: not UTF-8 text")}
+UNAUTHORIZED: Responses = {401: _error("missing or invalid API key (X-API-Key)")}
+INVALID: Responses = {422: _error("invalid request: `fields` names each field at fault")}
+TOO_LARGE: Responses = {413: _error("request body larger than FRAUD_SCORER_MAX_BODY_BYTES")}
+UNAVAILABLE: Responses = {
+    503: _error("no model loaded, or the online store down (FRAUD_SCORER_STORE_DOWN=unavailable)")
+}
+SCORING_ERRORS: Responses = {**UNREADABLE, **UNAUTHORIZED, **TOO_LARGE, **INVALID, **UNAVAILABLE}
+
+
 def _install_routes(app: FastAPI) -> None:
-    @app.post(
-        "/v1/score", response_model=ScoreResponse, responses={401: {"model": ErrorBody}, 503: {"model": ErrorBody}}
-    )
-    async def score(txn: Transaction, service: Service, client: ApiKey, explain: bool = False) -> Response:
+    @app.post("/v1/score", response_model=ScoreResponse, responses=SCORING_ERRORS)
+    async def score(txn: TransactionRequest, service: Service, client: ApiKey, explain: bool = False) -> Response:
         """Score one transaction: calibrated fraud probability, decision and reason codes.
 
         Reason codes come with every review and decline; `explain=true` asks for them on an approval too."""
         (result,) = await service.score([txn], explain)
         return _json(ScoreResponse.of(result))
 
-    @app.post("/v1/score/batch", response_model=BatchResponse, responses={401: {"model": ErrorBody}})
+    @app.post("/v1/score/batch", response_model=BatchResponse, responses=SCORING_ERRORS)
     async def score_batch(batch: BatchRequest, service: Service, client: ApiKey, explain: bool = False) -> Response:
         """Score up to FRAUD_SCORER_BATCH_MAX transactions in one call."""
         limit = service.settings.scorer_batch_max
@@ -200,7 +215,7 @@ def _install_routes(app: FastAPI) -> None:
         version = results[0].model_version if results else ""
         return _json(BatchResponse(model_version=version, results=[ScoreResponse.of(r) for r in results]))
 
-    @app.get("/v1/model", response_model=ModelInfo)
+    @app.get("/v1/model", response_model=ModelInfo, responses={**UNAUTHORIZED, **INVALID, **UNAVAILABLE})
     async def model(service: Service, client: ApiKey) -> Response:
         """The model serving traffic."""
         current = service.holder.current
@@ -223,7 +238,7 @@ def _install_routes(app: FastAPI) -> None:
         """Liveness: the process answers."""
         return _json(Status(status="ok"))
 
-    @app.get("/readyz", response_model=Status)
+    @app.get("/readyz", response_model=Status, responses={503: {"model": Status, "description": "not ready"}})
     async def readyz(service: Service) -> Response:
         """Readiness: a model is loaded (and the online store is up when a down store means 503)."""
         current = service.holder.current
@@ -233,10 +248,19 @@ def _install_routes(app: FastAPI) -> None:
         note = None if service.reader.healthy else "online store down: scoring degraded"
         return _json(Status(status="ready", detail=note, model_version=current.version if current else None))
 
-    @app.get("/metrics")
+    @app.get(
+        "/metrics",
+        response_class=Response,  # no JSON: the one documented body is the one below
+        responses={
+            200: {
+                "description": "Prometheus text exposition format 0.0.4",
+                "content": {"text/plain; version=0.0.4": {"schema": {"type": "string"}}},
+            }
+        },
+    )
     async def metrics(service: Service) -> Response:
         """Prometheus metrics."""
-        return Response(service.metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
+        return Response(service.metrics.exposition(), media_type=PROMETHEUS)
 
 
 def create_app(
@@ -248,6 +272,7 @@ def create_app(
     """The scorer app. Tests may pass settings, a model source or a Feast store; defaults come from env."""
     settings = settings or ScorerSettings()
     metrics = Metrics.create()
+    audit_unpublished = unpublished_gauge(metrics.registry)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -276,9 +301,13 @@ def create_app(
             audit = AuditPublisher(
                 settings.kafka_bootstrap_servers,
                 settings.scorer_audit_topic,
+                settings.scorer_audit_spool_dir or settings.data_dir / "scorer" / "audit-spool",
                 settings.scorer_audit_queue_max,
                 on_drop=metrics.audit_dropped.inc,
                 on_error=metrics.audit_errors.inc,
+                on_pending=audit_unpublished.set,
+                retry_max_s=settings.scorer_audit_retry_max_seconds,
+                stall_s=settings.scorer_audit_stall_seconds,
             )
             audit.start()
         service = ScoringService(settings, holder, reader, metrics, audit)

@@ -1,9 +1,9 @@
-"""The scoring API's response bodies (the request body is `fraud.contracts.Transaction`)."""
+"""The scoring API's request and response bodies (a request is a `fraud.contracts.Transaction`)."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -11,6 +11,35 @@ from fraud.contracts import Transaction
 from services.scorer.core import Scored
 
 Decision = Literal["approve", "review", "decline"]
+
+
+def _on_chain(types: dict[str, Any], address: str) -> dict[str, Any]:
+    """JSON Schema: when the properties match `types`, `address` is required and not null."""
+    return {
+        "if": {"properties": {k: {"const": v} for k, v in types.items()}, "required": list(types)},
+        "then": {"required": [address], "properties": {address: {"type": "string"}}},
+    }
+
+
+def _as_validated(schema: dict[str, Any]) -> None:
+    """Say in the JSON Schema what `Transaction`'s validators check in code (the OpenAPI as strict as the API).
+
+    The IP address is an IPv4 or IPv6 address (`ipaddress.ip_address`); an on-chain transfer names its
+    counterparty address (`Transaction._addresses`)."""
+    ip = schema["properties"]["ip_address"]
+    ip.update(minLength=2, anyOf=[{"format": "ipv4"}, {"format": "ipv6"}])
+    schema["allOf"] = [
+        _on_chain({"type": "send"}, "destination_address"),
+        _on_chain({"type": "withdrawal", "payment_method": "crypto"}, "destination_address"),
+        _on_chain({"type": "receive"}, "source_address"),
+        _on_chain({"type": "deposit", "payment_method": "crypto"}, "source_address"),
+    ]
+
+
+class TransactionRequest(Transaction):
+    """A transaction to score: the `Transaction` contract, validated by it, with a JSON Schema that says all of it."""
+
+    model_config = ConfigDict(json_schema_extra=_as_validated)
 
 
 class ReasonCode(BaseModel):
@@ -76,7 +105,7 @@ class BatchRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    transactions: list[Transaction] = Field(min_length=1)
+    transactions: list[TransactionRequest] = Field(min_length=1)
 
 
 class BatchResponse(BaseModel):
