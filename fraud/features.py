@@ -56,6 +56,7 @@ KNOWN_SETS = {
     "dest_addresses": "new_dest_address",
 }
 SEP = "|"
+RATIO_CAP = 1e6  # request-time ratios (amount to mean or balance, z-score) are bounded to +-this
 KNOWN_CAP = 64  # most recent distinct values kept per set
 CASH = Asset.USDC.value  # the exchange's cash leg: sells settle in it, balance-funded buys spend from it
 COUNTERPARTIES = {"address": "destination_address", "device": "device_id", "ip": "ip_address"}
@@ -652,6 +653,9 @@ def request_columns(txns: Columns, stored: Columns) -> dict[str, np.ndarray]:
         share = amount / np.where(balance > 0, balance, np.nan)
         share = np.where(np.isnan(share) & outgoing & has_user, 10.0, share)
         out["balance_share_leaving"] = np.where(outgoing, share, 0.0)
+    for name in ("amount_z_30d", "amount_to_mean_30d", "balance_share_leaving"):
+        # a tiny (even subnormal) mean, spread or balance divides into infinity: bounded, NaN kept
+        out[name] = np.clip(out[name], -RATIO_CAP, RATIO_CAP)
     for kind in COUNTERPARTIES:
         out[f"{kind}_age_days"] = seconds_since(f"{kind}_first_seen") / 86400.0
     return {k: out[k] for k in REQUEST_FEATURES}
