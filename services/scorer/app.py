@@ -28,6 +28,7 @@ from services.scorer.deps import ApiKey, Service
 from services.scorer.metrics import Metrics
 from services.scorer.model_holder import MlflowChampion, ModelHolder, ModelSource
 from services.scorer.online import OnlineFeatureReader, StoreUnavailable
+from services.scorer.ratelimit import RateLimiter
 from services.scorer.schemas import (
     BatchRequest,
     BatchResponse,
@@ -186,7 +187,10 @@ def _error(description: str) -> dict[str, Any]:
 # Every error a route can answer, with the body it has (`ErrorBody`; FastAPI's default 422 body is not ours).
 Responses = dict[int | str, dict[str, Any]]
 UNREADABLE: Responses = {400: _error("the body could not be read: not UTF-8 text")}
-UNAUTHORIZED: Responses = {401: _error("missing or invalid API key (X-API-Key)")}
+UNAUTHORIZED: Responses = {
+    401: _error("missing or invalid API key (X-API-Key)"),
+    429: _error("request rate above the API key's limit (FRAUD_SCORER_RATE_LIMIT_PER_KEY); see Retry-After"),
+}
 INVALID: Responses = {422: _error("invalid request: `fields` names each field at fault")}
 TOO_LARGE: Responses = {413: _error("request body larger than FRAUD_SCORER_MAX_BODY_BYTES")}
 UNAVAILABLE: Responses = {
@@ -281,6 +285,10 @@ def create_app(
         if not settings.scorer_api_keys:
             raise RuntimeError("no API keys configured: set FRAUD_SCORER_API_KEYS (comma-separated)")
         app.state.api_keys = [k.get_secret_value().encode() for k in settings.scorer_api_keys]
+        rate = settings.scorer_rate_limit_per_key
+        app.state.rate_limiter = (
+            RateLimiter(rate, max(rate * settings.scorer_rate_burst_seconds, 1.0)) if rate else None
+        )
         feast = store if store is not None else await asyncio.to_thread(open_store, settings)
         reader = await asyncio.to_thread(
             OnlineFeatureReader, feast, settings.scorer_store_timeout_ms / 1000.0, settings.scorer_store_retry_seconds

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hmac
+import math
 from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Request, status
 
+from services.scorer.ratelimit import RateLimiter
 from services.scorer.service import ScoringService
 
 
@@ -20,7 +22,8 @@ async def get_service(request: Request) -> ScoringService:
 
 
 async def require_api_key(request: Request, x_api_key: Annotated[str | None, Header()] = None) -> str:
-    """Check `X-API-Key` against the configured keys in constant time; 401 without a valid one.
+    """Check `X-API-Key` against the configured keys in constant time; 401 without a valid one, 429 past
+    the key's request rate (`services.scorer.ratelimit`). Several keys are valid at once (rotation).
 
     Returns which key matched ("key-1", ...), never the key itself.
     """
@@ -36,7 +39,15 @@ async def require_api_key(request: Request, x_api_key: Annotated[str | None, Hea
             detail="missing or invalid API key (X-API-Key)",
             headers={"WWW-Authenticate": "ApiKey"},
         )
-    return f"key-{matched}"
+    client = f"key-{matched}"
+    limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
+    if limiter is not None and (wait := limiter.take(client)) > 0:
+        raise HTTPException(
+            status_code=status.HTTP_429_TOO_MANY_REQUESTS,
+            detail=f"request rate above this API key's limit ({limiter.rate:g}/s): retry after {wait:.2f}s",
+            headers={"Retry-After": str(max(1, math.ceil(wait)))},
+        )
+    return client
 
 
 Service = Annotated[ScoringService, Depends(get_service)]

@@ -316,6 +316,26 @@ def test_auth_body_limit_and_malformed_json(client: TestClient, world: World) ->
     assert resp.status_code == 422 and "Traceback" not in resp.text
 
 
+def test_several_keys_at_once_each_with_its_own_rate_limit(
+    world: World, topic_factory: Any, kafka_bootstrap: str
+) -> None:
+    """Keys rotate (old and new both valid); past its rate a key gets 429 with Retry-After, others do not."""
+    settings = world.settings(
+        topic_factory("scores"),
+        kafka_bootstrap_servers=kafka_bootstrap,
+        scorer_api_keys=["old-key-in-rotation", "new-key-in-rotation"],
+        scorer_rate_limit_per_key=0.5,  # a burst of 1 request, then one every 2 s
+        scorer_rate_burst_seconds=1.0,
+    )
+    with TestClient(create_app(settings, model_source=_source(world)), raise_server_exceptions=False) as c:
+        first = c.get("/v1/model", headers={"X-API-Key": "old-key-in-rotation"})
+        limited = c.get("/v1/model", headers={"X-API-Key": "old-key-in-rotation"})
+        other = c.get("/v1/model", headers={"X-API-Key": "new-key-in-rotation"})
+    assert first.status_code == 200 and other.status_code == 200
+    assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
+    assert "limit" in limited.json()["error"]
+
+
 def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
