@@ -61,7 +61,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=23_400, help="simulated customers (~43 transactions each)")
     parser.add_argument("--days", type=int, default=60)
     parser.add_argument("--seed", type=int, default=3)
-    parser.add_argument("--workdir", type=Path, default=Path("/tmp/bench-train"))
+    parser.add_argument("--workdir", type=Path, default=Path("data/bench-train"))
     parser.add_argument("--reuse", action="store_true", help="reuse a backfilled workdir from a previous run")
     args = parser.parse_args()
 

@@ -155,10 +155,10 @@ class ScorerSettings(FeatureStoreSettings):
     scorer_poll_seconds: float = Field(30.0, gt=0, description="how often to look for a new champion")
     scorer_max_body_bytes: int = Field(256 * 1024, ge=1024)
     scorer_batch_max: int = Field(100, ge=1, le=10_000, description="transactions per /v1/score/batch request")
-    scorer_rate_limit_per_key: float = Field(
+    scorer_client_rate_limit: float = Field(
         2000.0, ge=0, description="requests a second per API key and worker process, then 429 (0: no limit)"
     )
-    scorer_rate_burst_seconds: float = Field(1.0, gt=0, description="a key may send this many seconds' worth at once")
+    scorer_client_burst_seconds: float = Field(1.0, gt=0, description="a key may send this many seconds' worth at once")
     scorer_store_down: Literal["degraded", "unavailable"] = Field(
         "degraded", description="online store unreachable: score from request features, or answer 503"
     )

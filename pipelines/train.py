@@ -91,11 +91,13 @@ def _day(ts: pd.Timestamp) -> pd.Timestamp:
     return pd.Timestamp(ts).floor("D")
 
 
-def _utc(value: datetime | pd.Timestamp | None) -> pd.Timestamp | None:
-    if value is None:
-        return None
+def _as_utc(value: datetime | pd.Timestamp) -> pd.Timestamp:
     ts = pd.Timestamp(value)
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def _utc(value: datetime | pd.Timestamp | None) -> pd.Timestamp | None:
+    return None if value is None else _as_utc(value)
 
 
 def make_split(
@@ -127,8 +129,7 @@ def make_split(
     s_test = _utc(test_start) or _day(t_end_test - (pd.Timedelta(days=test_days) if test_days else usable * 0.2))
     v_end = s_test - gap
     if train_end is not None:
-        e_train = _utc(train_end)
-        assert e_train is not None
+        e_train = _as_utc(train_end)
         v_start = e_train + gap
     else:
         length = pd.Timedelta(days=valid_days) if valid_days else usable * 0.2
@@ -334,7 +335,8 @@ def run(settings: TrainSettings, options: TrainOptions | None = None) -> TrainRe
     from models import baselines, evaluation, registry, thresholds, training
     from pipelines.training_set import training_frame
 
-    assert service == SERVICE_NAME, "feature_repo.repo.SERVICE_NAME changed"
+    if service != SERVICE_NAME:
+        raise RuntimeError(f"feature service {service!r} is not the repository's {SERVICE_NAME!r}")
     cost = CostModel(settings.train_review_cost, settings.train_decline_cost, settings.train_max_review_rate)
     with _Phases(options.progress) as phase:
         with phase("read"):

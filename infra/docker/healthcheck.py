@@ -20,8 +20,10 @@ import urllib.request
 
 def check_url(url: str, timeout: float) -> str | None:
     """None when `url` answers 2xx, else why not."""
+    if not url.startswith(("http://", "https://")):
+        return f"{url}: not an http(s) URL"
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - scheme checked above
             status = int(resp.status)
     except urllib.error.HTTPError as exc:
         return f"{url}: HTTP {exc.code}"

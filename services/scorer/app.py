@@ -189,7 +189,9 @@ Responses = dict[int | str, dict[str, Any]]
 UNREADABLE: Responses = {400: _error("the body could not be read: not UTF-8 text")}
 UNAUTHORIZED: Responses = {
     401: _error("missing or invalid API key (X-API-Key)"),
-    429: _error("request rate above the API key's limit (FRAUD_SCORER_RATE_LIMIT_PER_KEY); see Retry-After"),
+    429: _error(
+        "request rate above the API key's limit (FRAUD_SCORER_CLIENT_RATE_LIMIT, per API key); see Retry-After"
+    ),
 }
 INVALID: Responses = {422: _error("invalid request: `fields` names each field at fault")}
 TOO_LARGE: Responses = {413: _error("request body larger than FRAUD_SCORER_MAX_BODY_BYTES")}
@@ -285,9 +287,9 @@ def create_app(
         if not settings.scorer_api_keys:
             raise RuntimeError("no API keys configured: set FRAUD_SCORER_API_KEYS (comma-separated)")
         app.state.api_keys = [k.get_secret_value().encode() for k in settings.scorer_api_keys]
-        rate = settings.scorer_rate_limit_per_key
+        rate = settings.scorer_client_rate_limit
         app.state.rate_limiter = (
-            RateLimiter(rate, max(rate * settings.scorer_rate_burst_seconds, 1.0)) if rate else None
+            RateLimiter(rate, max(rate * settings.scorer_client_burst_seconds, 1.0)) if rate else None
         )
         feast = store if store is not None else await asyncio.to_thread(open_store, settings)
         reader = await asyncio.to_thread(

@@ -94,7 +94,8 @@ class MicroBatcher(Generic[In, Out]):
         return taken
 
     async def _run(self) -> None:
-        assert self._wakeup is not None
+        if self._wakeup is None:
+            raise RuntimeError("the batcher's loop runs only after start()")
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()

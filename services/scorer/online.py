@@ -123,9 +123,10 @@ class _SqliteViews:
                     serialize_entity_key(k, entity_key_serialization_version=self._version) for k in keys[view]
                 ]
                 marks = ",".join("?" * len(blobs[view]))
-                # event_ts holds epoch seconds; cast, it skips the sqlite3 converter (converted below as Feast does)
+                # event_ts holds epoch seconds; cast, it skips the sqlite3 converter (converted below as Feast does).
+                # `table` is Feast's own quoted table name and the keys are bound parameters: nothing from a request.
                 parts.append(
-                    f"SELECT {i}, entity_key, feature_name, value, CAST(event_ts AS INTEGER) FROM {table} "
+                    f"SELECT {i}, entity_key, feature_name, value, CAST(event_ts AS INTEGER) FROM {table} "  # noqa: S608
                     f"WHERE entity_key IN ({marks})"
                 )
                 args += blobs[view]

@@ -324,8 +324,8 @@ def test_several_keys_at_once_each_with_its_own_rate_limit(
         topic_factory("scores"),
         kafka_bootstrap_servers=kafka_bootstrap,
         scorer_api_keys=["old-key-in-rotation", "new-key-in-rotation"],
-        scorer_rate_limit_per_key=0.5,  # a burst of 1 request, then one every 2 s
-        scorer_rate_burst_seconds=1.0,
+        scorer_client_rate_limit=0.5,  # a burst of 1 request, then one every 2 s
+        scorer_client_burst_seconds=1.0,
     )
     with TestClient(create_app(settings, model_source=_source(world)), raise_server_exceptions=False) as c:
         first = c.get("/v1/model", headers={"X-API-Key": "old-key-in-rotation"})
