@@ -300,9 +300,19 @@ def create_app(
         source = model_source
         if source is None:
             source = await asyncio.to_thread(
-                MlflowChampion, settings.tracking_uri, settings.scorer_model_name, settings.scorer_model_alias
+                MlflowChampion,
+                settings.tracking_uri,
+                settings.scorer_model_name,
+                settings.scorer_model_alias,
+                request_timeout_s=settings.scorer_registry_timeout_seconds,
+                max_retries=settings.scorer_registry_retries,
             )
-        holder = ModelHolder(source, F.model_feature_names())
+        holder = ModelHolder(
+            source,
+            F.model_feature_names(),
+            retry_min_s=settings.scorer_model_retry_min_seconds,
+            retry_max_s=settings.scorer_model_retry_max_seconds,
+        )
         if await asyncio.to_thread(holder.refresh):
             metrics.model_swaps.inc()
         metrics.model_loaded.set(1 if holder.current is not None else 0)

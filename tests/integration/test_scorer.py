@@ -336,6 +336,11 @@ def test_several_keys_at_once_each_with_its_own_rate_limit(
     assert "limit" in limited.json()["error"]
 
 
+def _degraded_total(metrics: str) -> float:
+    lines = [line for line in metrics.splitlines() if line.startswith("fraud_scorer_degraded_total ")]
+    return float(lines[0].split()[1]) if lines else 0.0
+
+
 def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -357,13 +362,16 @@ def test_online_store_down(world: World, topic_factory: Any, kafka_bootstrap: st
     )
     app = create_app(settings, model_source=_source(world), store=dead)
     with TestClient(app, raise_server_exceptions=False) as c:
+        # Feast puts prometheus_client in multiprocess mode: counters are shared by every app built in
+        # this process, so the check is on the change this request makes
+        before = _degraded_total(c.get("/metrics").text)
         resp = c.post("/v1/score", json=world.transaction(), headers={"X-API-Key": KEY})
         if policy == "degraded":
             assert resp.status_code == 200
             body = resp.json()
             assert body["degraded"] and "user_activity" in body["missing_features"]
             assert c.get("/readyz").status_code == 200
-            assert "fraud_scorer_degraded_total 1.0" in c.get("/metrics").text
+            assert _degraded_total(c.get("/metrics").text) == before + 1
         else:
             assert resp.status_code == 503 and resp.json()["error"] == "online feature store unavailable"
             assert c.get("/readyz").status_code == 503
