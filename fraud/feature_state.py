@@ -35,10 +35,21 @@ def _utc(times: pd.Series) -> pd.Series:
 
 @dataclass
 class Change:
-    """A batch's effect on the state: its feature rows per view, and the retained events with it."""
+    """A batch's effect on the state, per view: its feature rows (offline: every new event's row) and
+    the rows the online store must take (an entity's row only where a new event is its latest: a
+    late event never replaces a newer row, which SQLite's online store would do), and the retained
+    events with the batch."""
 
     rows: dict[str, pd.DataFrame]
     events: pd.DataFrame | None
+    online: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+
+def _split(rows: pd.DataFrame, key: str, new_ids: set[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The new events' rows, and the entities' latest rows that are new (rows come in (key, time) order)."""
+    new = rows["transaction_id"].isin(new_ids)
+    latest = ~rows[key].duplicated(keep="last") & new
+    return rows[new].reset_index(drop=True), rows[latest].reset_index(drop=True)
 
 
 @dataclass
@@ -85,10 +96,11 @@ class FeatureState:
         combined = pd.concat([self.events, batch], ignore_index=True) if not self.events.empty else batch.copy()
         new_ids = set(batch["transaction_id"])
         out: dict[str, pd.DataFrame] = {}
+        online: dict[str, pd.DataFrame] = {}
         users = combined[combined["user_id"].isin(batch["user_id"])]
         carry = self.user_carry if not self.user_carry.empty else None
         rows = F.user_features(users, carry=carry)
-        out["user_activity"] = rows[rows["transaction_id"].isin(new_ids)].reset_index(drop=True)
+        out["user_activity"], online["user_activity"] = _split(rows, "user_id", new_ids)
         for kind, view in VIEW_OF_KIND.items():
             col = F.COUNTERPARTIES[kind]
             keys = batch[col].dropna()
@@ -99,8 +111,8 @@ class FeatureState:
             first = self.first_seen_carry.get(kind)
             kind_carry = first.to_frame(f"{kind}_first_seen") if first is not None and len(first) else None
             rows = F.counterparty_features(part, kind, labels, carry=kind_carry)
-            out[view] = rows[rows["transaction_id"].isin(new_ids)].reset_index(drop=True)
-        return Change(out, combined)
+            out[view], online[view] = _split(rows, col, new_ids)
+        return Change(out, combined, online)
 
     def apply(self, change: Change) -> None:
         """Take in a computed batch (no other batch may have been applied since it was computed)."""

@@ -127,6 +127,12 @@ class IngestSettings(FeatureStoreSettings):
         le=500,  # the main loop waits on the writer meanwhile: well under the consumer's max poll interval
         description="how long the writer retries an unreachable online store (Redis) before the ingest stops",
     )
+    ingest_session_timeout_seconds: float = Field(
+        45.0,
+        ge=6,  # the broker's group.min.session.timeout.ms
+        le=300,
+        description="consumer-group session: after a crash, how long the group waits before a restart takes over",
+    )
     ingest_metrics_port: int = Field(0, description="Prometheus port on 127.0.0.1 (0: no metrics server)")
     ingest_metrics_public: bool = Field(
         False, description="serve metrics on all interfaces (containers), not 127.0.0.1"

@@ -45,8 +45,10 @@ class SideProcess:
     def wait_started(self) -> None:
         self._started.result()  # raises if `start` failed
 
-    def close(self) -> None:
-        self._pool.shutdown(wait=True)
+    def close(self, cancel_pending: bool = False) -> None:
+        """Wait for the call under way; with `cancel_pending`, drop the calls not yet started (after a
+        failure, the calls queued behind it would only fail again, or wait out their retries)."""
+        self._pool.shutdown(wait=True, cancel_futures=cancel_pending)
 
 
 def _init(parent: int, level: str, json_lines: bool, start: Callable[..., None], args: tuple[Any, ...]) -> None:

@@ -10,14 +10,22 @@ since, in one atomic step. The Kafka offsets of a batch are committed once it is
 so durability keeps one order: online, offline, offsets. A crash anywhere replays at most the
 batches whose offsets were not committed: replayed events that already reached the history are
 skipped, so the offline store holds each event once, and the others are computed again from the
-rebuilt state, so the online rows written again are the same."""
+rebuilt state, so the online rows written again are the same.
+
+Faults (tests/integration/test_ingest_faults.py): the broker away is waited for (`kafka_wait_seconds`
+for commits); the online store away (Redis down) is retried with backoff, a warning each time, for up
+to `ingest_store_wait_seconds`; a failed offline write (a full disk) and an online store away past
+that stop the service with one line naming the store or path and the reason (exit 3), committing
+nothing past the last batch written both ways, so a restart resumes exactly there."""
 
 from __future__ import annotations
 
 import collections
+import errno
 import gc
 import logging
 import signal
+import sqlite3
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -37,7 +45,7 @@ from fraud import store as S
 from fraud.contracts import Transaction, transaction_record
 from fraud.dlq import DeadLetterError, dead_letter, error_text, send_dead_letters
 from fraud.event_time import EventTimePolicy
-from fraud.feature_state import FeatureState
+from fraud.feature_state import Change, FeatureState
 from fraud.kafka import commit_offsets, make_consumer, make_producer, poll_batch, wait_for_broker
 from fraud.settings import IngestSettings
 from fraud.worker import SideProcess
@@ -119,12 +127,35 @@ class BatchWriter:
     def __init__(self, settings: IngestSettings) -> None:
         self.process = SideProcess(_open_store, settings)
 
-    def submit(self, frame: pd.DataFrame, rows: dict[str, pd.DataFrame]) -> Future[tuple[float, bool]]:
-        return self.process.submit(_write, frame, rows)
+    def submit(self, frame: pd.DataFrame, change: Change) -> Future[tuple[float, bool]]:
+        return self.process.submit(_write, frame, change.rows, change.online)
 
     def commit_offline(self) -> Future[None]:
         """Commit the batches written online since the last offline commit."""
         return self.process.submit(_commit_offline)
+
+
+class StoreWriteError(RuntimeError):
+    """A store did not take a batch: the offline path failed (a full disk), or the online store stayed
+    unreachable past `ingest_store_wait_seconds`. The ingest stops (exit 3) with nothing committed past
+    the last batch written both ways, Kafka offsets included, so a restart resumes exactly there."""
+
+
+def _unreachable() -> tuple[type[BaseException], ...]:
+    """Errors meaning the online store is away (retried), not that the write is wrong."""
+    import redis.exceptions
+
+    # BusyLoadingError (Redis reading its append-only file after a restart) is a ConnectionError
+    return (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, ConnectionError, TimeoutError)
+
+
+def _os_reason(exc: OSError) -> str:
+    """An OSError as an operator reads it: its message and its errno name (ENOSPC for a full disk)."""
+    if exc.errno == errno.ENOSPC:
+        return "no space left on device (ENOSPC)"
+    name = errno.errorcode.get(exc.errno or 0)
+    text = exc.strerror or str(exc)
+    return f"{text} ({name})" if name else text
 
 
 class _Writes:
@@ -137,13 +168,87 @@ class _Writes:
         self.frames: list[pd.DataFrame] = []
         self.rows: dict[str, list[pd.DataFrame]] = collections.defaultdict(list)
         self.committed_at = time.monotonic()
+        self.failed: StoreWriteError | None = None  # once a write failed, every later call fails with it
+        compose = settings.feast_mode == "compose"
+        self.online_name = f"Redis at {settings.feast_redis_url}" if compose else f"SQLite {settings.online_path}"
 
-    def write(self, frame: pd.DataFrame, rows: dict[str, pd.DataFrame]) -> tuple[float, bool]:
+    def fail(self, message: str) -> StoreWriteError:
+        self.failed = StoreWriteError(message)
+        return self.failed
+
+    def write_online(self, view: str, rows: pd.DataFrame) -> None:
+        """One view's online rows, retried with backoff while the online store is unreachable.
+
+        As for the broker, an outage is waited out (a warning per retry); past the wait the ingest
+        stops. Retrying is safe: the rows are upserts of the same values, and Redis skips a row whose
+        event time it already holds."""
+        wait = self.settings.ingest_store_wait_seconds
+        started = time.monotonic()
+        delay, retries = 0.5, 0
+        while True:
+            try:
+                S.write_online(self.store, view, rows, feature_view=self.views[view])
+            except _unreachable() as exc:
+                waited = time.monotonic() - started
+                if waited >= wait:
+                    raise self.fail(
+                        f"online store {self.online_name} unreachable for {waited:.0f}s "
+                        f"(ingest_store_wait_seconds={wait:g}; last error: {exc}); nothing past the last batch "
+                        "written is committed, Kafka offsets included: restart once it is back"
+                    ) from None
+                retries += 1
+                pause = min(delay, wait - waited)
+                log.warning(
+                    "online store %s unreachable (%s): retry %d of the %s write in %.1fs (gives up after %.0fs)",
+                    self.online_name,
+                    exc,
+                    retries,
+                    view,
+                    pause,
+                    wait,
+                )
+                time.sleep(pause)
+                delay = min(delay * 2, 5.0)
+            except sqlite3.OperationalError as exc:
+                if "full" not in str(exc):
+                    raise
+                raise self.fail(
+                    f"online write to {self.online_name} failed: {exc}; nothing past the last batch written "
+                    "is committed, Kafka offsets included: free space there and restart"
+                ) from None
+            else:
+                if retries:
+                    log.warning(
+                        "online store %s is back: %s written after %d retries (%.1fs)",
+                        self.online_name,
+                        view,
+                        retries,
+                        time.monotonic() - started,
+                    )
+                return
+
+    def drop_staged(self, batch: atomic.AtomicBatch) -> None:
+        """After a failed offline commit: remove the batch's staged files (a full disk gets their space
+        back), unless its manifest made it, in which case recovery rolls it forward."""
+        if (manifest_dir(self.settings) / f"{batch.id}.json").exists():
+            return
+        folders = [history.folder(self.settings.data_dir, "transactions")]
+        folders += [S.view_path(self.settings.offline_dir, view) for view in STREAMING]
+        for folder in folders:
+            for staged in atomic.staging_folder(folder).glob(f"{batch.id}-*"):
+                staged.unlink(missing_ok=True)
+
+    def write(
+        self, frame: pd.DataFrame, rows: dict[str, pd.DataFrame], online: dict[str, pd.DataFrame]
+    ) -> tuple[float, bool]:
         # Online first: that is what scoring waits for. Safe after a crash: neither the offline rows
         # nor the offsets are committed before it is done, so the batch is replayed from the rebuilt
-        # state and writes the same rows again.
-        for view, view_rows in rows.items():
-            S.write_online(self.store, view, view_rows, feature_view=self.views[view])
+        # state and writes the same rows again. Online takes only entities' latest rows (`Change`).
+        if self.failed is not None:
+            raise self.failed
+        for view, view_rows in online.items():
+            if not view_rows.empty:
+                self.write_online(view, view_rows)
         written_at = time.time()
         self.frames.append(frame)
         for view, view_rows in rows.items():
@@ -154,14 +259,33 @@ class _Writes:
         return written_at, due
 
     def commit(self) -> None:
+        """The batches written online since the last commit, offline in one atomic step.
+
+        A failure of the file system (a full disk: ENOSPC) stops the ingest with the path and the
+        reason: a full disk needs an operator, and waiting would hide it behind a live process. Nothing
+        of the batch is visible (its staged files are removed), its offsets are not committed, so a
+        restart once space is freed replays it exactly."""
+        if self.failed is not None:
+            raise self.failed
         if self.frames:
             batch = atomic.AtomicBatch(manifest_dir(self.settings))
             frame = pd.concat(self.frames, ignore_index=True)
-            history.append(self.settings.data_dir, "transactions", frame, tag="ingest", batch=batch)
-            for view, parts in self.rows.items():
-                rows = pd.concat(parts, ignore_index=True)
-                S.write_offline(self.settings, view, rows, run_id="ingest", batch=batch)
-            batch.commit()
+            target = history.folder(self.settings.data_dir, "transactions")
+            try:
+                history.append(self.settings.data_dir, "transactions", frame, tag="ingest", batch=batch)
+                for view, parts in self.rows.items():
+                    target = S.view_path(self.settings.offline_dir, view)
+                    rows = pd.concat(parts, ignore_index=True)
+                    S.write_offline(self.settings, view, rows, run_id="ingest", batch=batch)
+                target = manifest_dir(self.settings)
+                batch.commit()
+            except OSError as exc:
+                self.drop_staged(batch)
+                raise self.fail(
+                    f"offline write to {target} failed: {_os_reason(exc)}; nothing of the last "
+                    f"{len(frame)} events is committed, Kafka offsets included: free space on that file "
+                    "system and restart, the ingest resumes from there"
+                ) from None
             self.frames, self.rows = [], collections.defaultdict(list)
         self.committed_at = time.monotonic()
 
@@ -180,8 +304,8 @@ def _writes() -> _Writes:
     return _WRITES
 
 
-def _write(frame: pd.DataFrame, rows: dict[str, pd.DataFrame]) -> tuple[float, bool]:
-    return _writes().write(frame, rows)
+def _write(frame: pd.DataFrame, rows: dict[str, pd.DataFrame], online: dict[str, pd.DataFrame]) -> tuple[float, bool]:
+    return _writes().write(frame, rows, online)
 
 
 def _commit_offline() -> None:
@@ -299,6 +423,8 @@ class Ingestor:
         self.totals["events_in"] += len(records)
         letters: list[tuple[bytes | None, bytes]] = []
         now_us = time.time_ns() // 1000
+        known: set[str] | None = None  # the state's events, looked up only for an event the policy refuses
+        replayed = 0
         for rec in records:
             tp = TopicPartition(rec.topic, rec.partition)
             self.consumed_upto[tp] = max(self.consumed_upto.get(tp, 0), rec.offset + 1)
@@ -307,6 +433,14 @@ class Ingestor:
                 t_us = int(row["event_time"].timestamp() * 1_000_000)
                 refused = self.policy.violation(t_us, now_us, self.watermark_us)
                 if refused is not None:
+                    # After a crash the batches written offline but not yet committed in Kafka are read
+                    # again: behind the rebuilt watermark, and already in the history. A duplicate,
+                    # not a late event: dead-lettering it would count it twice. (Recognised within the
+                    # state's retention, 31 days of event time: far more than a crash leaves to replay.)
+                    known = set(self.state.events["transaction_id"]) if known is None else known
+                    if row["transaction_id"] in known:
+                        replayed += 1
+                        continue
                     self.metrics.event_time_rejected.labels(refused.bound).inc()
                     self.totals[f"time_{refused.bound}"] += 1
                     raise ValueError(refused.reason)
@@ -325,6 +459,7 @@ class Ingestor:
         result.dead_lettered = len(letters)
         self.metrics.dlq.inc(len(letters))
         self.totals["dlq"] += len(letters)
+        result.duplicates = replayed
         released = self.release()
         if released:
             latest = released[-1][0]
@@ -332,10 +467,10 @@ class Ingestor:
         frame = pd.DataFrame([item[4] for item in released])
         if not frame.empty:
             fresh = ~self.state.seen(frame["transaction_id"]) & ~frame["transaction_id"].duplicated().to_numpy()
-            result.duplicates = int((~fresh).sum())
-            self.metrics.duplicates.inc(result.duplicates)
-            self.totals["duplicates"] += result.duplicates
+            result.duplicates += int((~fresh).sum())
             frame = frame[fresh].reset_index(drop=True)
+        self.metrics.duplicates.inc(result.duplicates)
+        self.totals["duplicates"] += result.duplicates
         if frame.empty:
             self.mark_done()
             return result
@@ -362,7 +497,7 @@ class Ingestor:
                 change = self.state.compute(frame)
         self.state.apply(change)
         result.to_write = len(frame)
-        written = self.writer.submit(frame, change.rows)
+        written = self.writer.submit(frame, change)
         self.in_flight.append(InFlight(frame, written, self.offsets_to_commit(), result))
         while len(self.in_flight) > MAX_IN_FLIGHT:  # the writer is behind: wait for it
             self.finish()
@@ -508,9 +643,10 @@ class Ingestor:
         self.stopping = True
 
     def close(self) -> None:
-        self.writer.process.close()
+        # after a failure, writes queued behind the failed one would only fail again: dropped
+        self.writer.process.close(cancel_pending=True)
         if self.batch_check is not None:
-            self.batch_check.process.close()
+            self.batch_check.process.close(cancel_pending=True)
         self.consumer.close()
         self.producer.flush()
         self.producer.close()
@@ -528,6 +664,8 @@ def build(settings: IngestSettings) -> Ingestor:
         settings.ingest_topic,
         max_poll_records=settings.ingest_batch_max_events,
         max_poll_interval_ms=600_000,
+        session_timeout_ms=int(settings.ingest_session_timeout_seconds * 1000),
+        heartbeat_interval_ms=int(min(3.0, settings.ingest_session_timeout_seconds / 3) * 1000),
         fetch_min_bytes=16384,
         fetch_max_wait_ms=25,
     )
@@ -551,7 +689,8 @@ def main(settings: IngestSettings, max_batches: int | None = None) -> None:
     if settings.ingest_metrics_port:
         from prometheus_client import start_http_server
 
-        addr = "0.0.0.0" if settings.ingest_metrics_public else "127.0.0.1"  # containers: Prometheus scrapes it
+        # all interfaces only when asked (containers: Prometheus scrapes it), loopback otherwise
+        addr = "0.0.0.0" if settings.ingest_metrics_public else "127.0.0.1"  # noqa: S104
         start_http_server(settings.ingest_metrics_port, addr=addr, registry=ingestor.metrics.registry)
     signal.signal(signal.SIGTERM, ingestor.stop)
     signal.signal(signal.SIGINT, ingestor.stop)
@@ -560,6 +699,9 @@ def main(settings: IngestSettings, max_batches: int | None = None) -> None:
     except DeadLetterError as exc:
         log.critical("ingest stopped: %s", exc)
         raise SystemExit(2) from exc
+    except StoreWriteError as exc:  # raised in the writer process: its message is the whole story
+        log.critical("ingest stopped: %s", exc)
+        raise SystemExit(3) from None
     finally:
         ingestor.close()
     log.info("ingest stopped cleanly")

@@ -92,3 +92,22 @@ def test_replayed_events_change_nothing() -> None:
     again = state.update(ev.iloc[100:150])
     assert first and again == {}
     pd.testing.assert_frame_equal(state.events, held)
+
+
+def test_a_late_event_never_replaces_a_newer_online_row() -> None:
+    """Online stores keep one row per entity (SQLite overwrites whatever it holds): a late event's row
+    goes offline, and online only where it is the entity's latest."""
+    ev = history(n=200, users=5, seed=3).sort_values("event_time", kind="stable").reset_index(drop=True)
+    late = ev.iloc[[150]]  # arrives after the events that follow it in time
+    on_time = ev.drop(index=150)
+    state = FeatureState()
+    state.update(on_time)
+    change = state.compute(late)
+    assert len(change.rows["user_activity"]) == 1  # its own row, for the offline store
+    user = late["user_id"].iloc[0]
+    newer = on_time[(on_time.user_id == user) & (on_time.event_time > late.event_time.iloc[0])]
+    assert len(newer)  # the case is exercised
+    assert change.online["user_activity"].empty
+    fresh = ev.iloc[[-1]].assign(transaction_id="fresh", event_time=ev.event_time.max() + pd.Timedelta(seconds=1))
+    change = state.compute(fresh)
+    assert list(change.online["user_activity"]["transaction_id"]) == ["fresh"]
