@@ -222,9 +222,11 @@ def test_broker_restart_mid_stream_loses_nothing(
         _wait_parts(tmp_path, 1)
         broker = ROOT / "infra" / "kafka" / "broker.sh"
         subprocess.run([str(broker), "stop"], check=True, timeout=60)
-        time.sleep(3)
-        assert proc.poll() is None, "ingest died while the broker was away"
-        subprocess.run([str(broker), "start"], check=True, timeout=120)
+        try:
+            time.sleep(3)
+            assert proc.poll() is None, "ingest died while the broker was away"
+        finally:  # the broker serves every later test: it comes back whatever happened here
+            subprocess.run([str(broker), "start"], check=True, timeout=120)
         _produce(kafka_bootstrap, topic, payloads[2_000:])
         deadline = time.monotonic() + 300
         while len(history.read(tmp_path, "transactions")) < 4_000 and time.monotonic() < deadline:
