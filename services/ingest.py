@@ -437,7 +437,9 @@ class Ingestor:
                     # again: behind the rebuilt watermark, and already in the history. A duplicate,
                     # not a late event: dead-lettering it would count it twice. (Recognised within the
                     # state's retention, 31 days of event time: far more than a crash leaves to replay.)
-                    known = set(self.state.events["transaction_id"]) if known is None else known
+                    if known is None:
+                        held = self.state.events
+                        known = set(held["transaction_id"]) if "transaction_id" in held else set()
                     if row["transaction_id"] in known:
                         replayed += 1
                         continue

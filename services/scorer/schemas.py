@@ -24,10 +24,13 @@ def _on_chain(types: dict[str, Any], address: str) -> dict[str, Any]:
 def _as_validated(schema: dict[str, Any]) -> None:
     """Say in the JSON Schema what `Transaction`'s validators check in code (the OpenAPI as strict as the API).
 
-    The IP address is an IPv4 or IPv6 address (`ipaddress.ip_address`); an on-chain transfer names its
-    counterparty address (`Transaction._addresses`)."""
+    The IP address is an IPv4 or IPv6 address (`ipaddress.ip_address`); the event time converts to UTC
+    within the calendar; an on-chain transfer names its counterparty address (`Transaction._addresses`)."""
     ip = schema["properties"]["ip_address"]
     ip.update(minLength=2, anyOf=[{"format": "ipv4"}, {"format": "ipv6"}])
+    # a time must convert to UTC within the calendar (`Transaction._utc`): years 0002-9998 always do
+    years = r"(000[2-9]|00[1-9][0-9]|0[1-9][0-9]{2}|[1-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])"
+    schema["properties"]["event_time"]["pattern"] = f"^{years}-"
     schema["allOf"] = [
         _on_chain({"type": "send"}, "destination_address"),
         _on_chain({"type": "withdrawal", "payment_method": "crypto"}, "destination_address"),
