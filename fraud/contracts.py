@@ -15,7 +15,16 @@ from typing import Annotated, Any, Literal
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 SCHEMA_VERSION: Literal[1] = 1
 
@@ -104,14 +113,20 @@ def _not_a_bool(value: Any) -> Any:
     return value
 
 
+# An event or label time: ISO 8601 text (or a datetime) with a time zone, converted to UTC.
+UtcTime = Annotated[AwareDatetime, BeforeValidator(_iso_or_datetime), AfterValidator(_to_utc)]
+# The schema version: the number 1, not `true`.
+Version = Annotated[Literal[1], BeforeValidator(_not_a_bool)]
+
+
 class Transaction(BaseModel):
     """One exchange transaction event, as produced to `transactions` and sent to the scorer."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False)
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Version = SCHEMA_VERSION
     transaction_id: Id
-    event_time: AwareDatetime
+    event_time: UtcTime
     user_id: Id
     type: TransactionType
     asset: Asset
@@ -124,21 +139,6 @@ class Transaction(BaseModel):
     ip_address: Annotated[str, Field(strict=True, max_length=64)]
     country: CountryCode
     channel: Channel
-
-    @field_validator("schema_version", mode="before")
-    @classmethod
-    def _version(cls, value: Any) -> Any:
-        return _not_a_bool(value)
-
-    @field_validator("event_time", mode="before")
-    @classmethod
-    def _time_text(cls, value: Any) -> Any:
-        return _iso_or_datetime(value)
-
-    @field_validator("event_time")
-    @classmethod
-    def _utc(cls, value: datetime) -> datetime:
-        return _to_utc(value)
 
     @field_validator("ip_address")
     @classmethod
@@ -168,26 +168,11 @@ class FraudLabel(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Version = SCHEMA_VERSION
     transaction_id: Id
     is_fraud: bool
     fraud_type: FraudType | None = None
-    label_time: AwareDatetime
-
-    @field_validator("schema_version", mode="before")
-    @classmethod
-    def _version(cls, value: Any) -> Any:
-        return _not_a_bool(value)
-
-    @field_validator("label_time", mode="before")
-    @classmethod
-    def _time_text(cls, value: Any) -> Any:
-        return _iso_or_datetime(value)
-
-    @field_validator("label_time")
-    @classmethod
-    def _utc(cls, value: datetime) -> datetime:
-        return _to_utc(value)
+    label_time: UtcTime
 
     @model_validator(mode="after")
     def _type_matches(self) -> FraudLabel:
@@ -217,6 +202,16 @@ class DeadLetter(BaseModel):
     source_partition: int
     source_offset: int
     failed_at: AwareDatetime
+
+
+def transaction_messages(events: pd.DataFrame) -> list[tuple[bytes, bytes]]:
+    """Canonical transaction rows as `transactions` messages: (user_id key, contract JSON), validated."""
+    out = []
+    for row in events.to_dict("records"):
+        row = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items()}
+        txn = Transaction.model_validate(row)
+        out.append((txn.user_id.encode(), txn.model_dump_json().encode()))
+    return out
 
 
 # Canonical table schemas for history files (Parquet/CSV): the simulator writes them, backfill and

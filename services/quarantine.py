@@ -18,10 +18,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from fraud.contracts import Transaction
+from fraud.contracts import transaction_messages
 from fraud.kafka import make_producer
 from fraud.settings import IngestSettings
 
@@ -100,15 +99,6 @@ def load(data_dir: Path, entry: str) -> tuple[pd.DataFrame, str]:
     return pd.read_parquet(events), report.read_text() if report.exists() else ""
 
 
-def _payloads(events: pd.DataFrame) -> list[tuple[bytes, bytes]]:
-    out = []
-    for row in events.to_dict("records"):
-        row = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items()}
-        txn = Transaction.model_validate(row)
-        out.append((txn.user_id.encode(), txn.model_dump_json().encode()))
-    return out
-
-
 def replay(settings: IngestSettings, entry: str, force: bool = False) -> int:
     """Send an entry's events back to the transactions topic; returns how many were sent.
 
@@ -122,7 +112,7 @@ def replay(settings: IngestSettings, entry: str, force: bool = False) -> int:
         return 0
     producer = make_producer(settings.kafka_bootstrap_servers)
     try:
-        futures = [producer.send(settings.ingest_topic, key=k, value=v) for k, v in _payloads(events)]
+        futures = [producer.send(settings.ingest_topic, key=k, value=v) for k, v in transaction_messages(events)]
         producer.flush()
         for fut in futures:
             fut.get(timeout=60)

@@ -15,13 +15,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
 from fraud import history
 from fraud import store as S
-from fraud.contracts import FraudLabel, Transaction
+from fraud.contracts import FraudLabel, transaction_messages
 from fraud.kafka import make_producer
 from fraud.settings import IngestSettings
 from pipelines.backfill import compute_view_rows
@@ -34,11 +33,7 @@ BIG = 900 * 1024  # under the broker's 1 MiB message limit; its DLQ record (text
 
 
 def _payloads(events: pd.DataFrame) -> list[bytes]:
-    out = []
-    for row in events.to_dict("records"):
-        row = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items()}
-        out.append(Transaction.model_validate(row).model_dump_json().encode())
-    return out
+    return [value for _, value in transaction_messages(events)]
 
 
 def _hostile(template: bytes) -> list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]]:

@@ -17,7 +17,7 @@ import pytest
 
 from fraud import history
 from fraud import store as S
-from fraud.contracts import Transaction
+from fraud.contracts import transaction_messages
 from fraud.kafka import make_producer
 from fraud.settings import IngestSettings
 from pipelines.backfill import compute_view_rows
@@ -29,12 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _good_payloads(events: pd.DataFrame) -> list[tuple[bytes, bytes]]:
-    out = []
-    for row in events.to_dict("records"):
-        row = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items()}
-        txn = Transaction.model_validate(row)
-        out.append((txn.user_id.encode(), txn.model_dump_json().encode()))
-    return out
+    return transaction_messages(events)
 
 
 def _bad_payloads(template: bytes, n: int) -> list[tuple[bytes, bytes]]:

@@ -170,6 +170,17 @@ def _bad_offsets(bootstrap: str, topic: str, good_ids: set[str]) -> set[tuple[in
     return out
 
 
+def _run_to_exit(settings: IngestSettings, log_path: Path) -> tuple[int, str]:
+    """Run `fraud ingest` until it exits by itself (bounded); its exit code and log."""
+    proc = _spawn_ingest(settings, log_path)
+    try:
+        rc = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return rc, log_path.read_text(errors="replace")
+
+
 def _tail(path: Path) -> str:
     return path.read_text(errors="replace")[-4000:] if path.exists() else "(no log)"
 
@@ -303,13 +314,7 @@ def test_full_disk_on_the_offline_path_stops_clearly_commits_nothing_past_it_the
         filler = _fill(disk, ROOM_BYTES)
         log_path = tmp_path / "ingest.log"
 
-        proc = _spawn_ingest(settings, log_path)
-        try:
-            rc = proc.wait(timeout=120)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-        text = log_path.read_text(errors="replace")
+        rc, text = _run_to_exit(settings, log_path)
         # stopped (exit 3) with one clear line naming the path and ENOSPC, no traceback
         assert rc == 3, text[-4000:]
         failed = re.search(r"ingest stopped: offline write to (\S+) failed: no space left on device \(ENOSPC\)", text)
@@ -509,13 +514,7 @@ def test_redis_away_past_the_wait_stops_clearly_committing_nothing(
         tmp_path, topic, kafka_bootstrap, feast_mode="compose", feast_redis_url=url, ingest_store_wait_seconds=3
     )
     log_path = tmp_path / "ingest.log"
-    proc = _spawn_ingest(settings, log_path)
-    try:
-        rc = proc.wait(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    text = log_path.read_text(errors="replace")
+    rc, text = _run_to_exit(settings, log_path)
     assert rc == 3, text[-4000:]
     assert f"ingest stopped: online store Redis at {url} unreachable for" in text, text[-4000:]
     assert "Traceback" not in text, text[-4000:]

@@ -6,14 +6,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
 from fraud import history
 from fraud.cli import app
-from fraud.contracts import Transaction
+from fraud.contracts import transaction_messages
 from fraud.kafka import make_producer
 from fraud.settings import IngestSettings
 from services import quarantine
@@ -25,10 +24,8 @@ pytestmark = pytest.mark.integration
 
 def _send(bootstrap: str, topic: str, events: pd.DataFrame) -> None:
     producer = make_producer(bootstrap)
-    for row in events.to_dict("records"):
-        row = {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in row.items()}
-        txn = Transaction.model_validate(row)
-        producer.send(topic, key=txn.user_id.encode(), value=txn.model_dump_json().encode())
+    for key, value in transaction_messages(events):
+        producer.send(topic, key=key, value=value)
     producer.flush()
     producer.close()
 
