@@ -440,14 +440,15 @@ def history_entities(history: pd.DataFrame, labels: pd.DataFrame | None) -> dict
     confirmed = ordered["transaction_id"].map(first).to_numpy(dtype=np.float64)
     matrix = counterparty_events(ordered, np.where(np.isnan(confirmed), np.inf, confirmed))
     attached = None
-    if labels is not None and not labels.empty:
-        frauds = labels[labels["is_fraud"].astype(bool)]
-        attached = F.attach_entities(frauds, ordered)
+    if len(first):  # a transaction counts once, from its earliest fraud label
+        attached = F.attach_entities(
+            pd.DataFrame({"transaction_id": first.index, "label_time": first.to_numpy()}), ordered
+        )
     for kind, col in F.COUNTERPARTIES.items():
         lab = None
         if attached is not None:
             has = attached[col].notna()
-            lab = (attached.loc[has, col].reset_index(drop=True), F.to_micros(attached.loc[has, "label_time"]))
+            lab = (attached.loc[has, col].reset_index(drop=True), attached.loc[has, "label_time"].to_numpy())
         out[kind] = entities_of(ordered[col], matrix, len(COUNTERPARTY_CARRY), lab)
     return out
 
@@ -470,3 +471,47 @@ def features_at(history: pd.DataFrame, labels: pd.DataFrame | None, queries: pd.
         ent, index = built[kind]
         cols |= counterparty_at(kind, ent, index.get_indexer(queries[col]).astype(np.int64), tq)
     return pd.DataFrame(cols, index=queries.index)
+
+
+Row = tuple[np.ndarray, np.ndarray, np.ndarray | None]  # an online row: flat events, carry, label times
+
+
+def row_entities(kind: str, rows: list[Row | None]) -> tuple[Entities, np.ndarray]:
+    """`Entities` of online rows (one per query, None: no row), and each query's entity in them."""
+    width = len(USER_COLUMNS) if kind == "user" else len(COUNTERPARTY_COLUMNS)
+    gq = np.full(len(rows), -1, dtype=np.int64)
+    events, groups, carries, lgroups, ltimes = [], [], [], [], []
+    for i, row in enumerate(rows):
+        if row is None:
+            continue
+        k = len(carries)
+        gq[i] = k
+        ev = np.asarray(row[0], dtype=np.float64).reshape(-1, width)
+        events.append(ev)
+        groups.append(np.full(len(ev), k, dtype=np.int64))
+        carries.append(np.asarray(row[1], dtype=np.float64))
+        if row[2] is not None and len(row[2]):
+            ltimes.append(np.asarray(row[2], dtype=np.float64).astype(np.int64))
+            lgroups.append(np.full(len(row[2]), k, dtype=np.int64))
+    n_carry = len(USER_CARRY) if kind == "user" else len(COUNTERPARTY_CARRY)
+    ent = Entities(
+        np.concatenate(groups) if groups else np.zeros(0, dtype=np.int64),
+        np.concatenate(events) if events else np.zeros((0, width)),
+        np.array(carries) if carries else np.zeros((0, n_carry)),
+        np.concatenate(lgroups) if lgroups else np.zeros(0, dtype=np.int64),
+        np.concatenate(ltimes) if ltimes else np.zeros(0, dtype=np.int64),
+    )
+    return ent, gq
+
+
+def features_of_rows(
+    rows: dict[str, list[Row | None]], tq: np.ndarray, own: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """Every user and counterparty feature of queries at times `tq`, each from its entities' online rows
+    (`rows` by kind: "user", "address", "device", "ip"; `own`: the queries' hashed values, `own_values`)."""
+    ent, gq = row_entities("user", rows["user"])
+    cols = user_at(ent, gq, tq, own)
+    for kind in F.COUNTERPARTIES:
+        ent, gq = row_entities(kind, rows[kind])
+        cols |= counterparty_at(kind, ent, gq, tq)
+    return cols

@@ -66,7 +66,7 @@ def _ref_counterparty(ev: pd.DataFrame, labels: pd.DataFrame, kind: str, q: pd.S
         out[f"{kind}_distinct_users_{w}"] = win["user_id"].nunique()
     frauds = labels[labels["is_fraud"]]
     first = frauds.groupby("transaction_id")["lt"].min()
-    attached = frauds.merge(ev[["transaction_id", col]], on="transaction_id")
+    attached = first.reset_index().merge(ev[["transaction_id", col]], on="transaction_id")  # once per transaction
     mine_labels = attached[(attached[col] == q[col]) & (attached["lt"] < t)].sort_values("lt").iloc[-cap:]
     for w, width in F.RISK_WINDOWS.items():
         out[f"{kind}_fraud_count_{w}"] = int((mine_labels["lt"] >= t - width).sum())
