@@ -466,10 +466,10 @@ def features_at(history: pd.DataFrame, labels: pd.DataFrame | None, queries: pd.
     tq = F.to_micros(queries["event_time"])
     cols: dict[str, np.ndarray] = {}
     ent, index = built["user"]
-    cols |= user_at(ent, index.get_indexer(queries["user_id"]).astype(np.int64), tq, own_values(queries))
+    cols |= user_at(ent, index.get_indexer(pd.Index(queries["user_id"])).astype(np.int64), tq, own_values(queries))
     for kind, col in F.COUNTERPARTIES.items():
         ent, index = built[kind]
-        cols |= counterparty_at(kind, ent, index.get_indexer(queries[col]).astype(np.int64), tq)
+        cols |= counterparty_at(kind, ent, index.get_indexer(pd.Index(queries[col])).astype(np.int64), tq)
     return pd.DataFrame(cols, index=queries.index)
 
 
@@ -480,7 +480,11 @@ def row_entities(kind: str, rows: list[Row | None]) -> tuple[Entities, np.ndarra
     """`Entities` of online rows (one per query, None: no row), and each query's entity in them."""
     width = len(USER_COLUMNS) if kind == "user" else len(COUNTERPARTY_COLUMNS)
     gq = np.full(len(rows), -1, dtype=np.int64)
-    events, groups, carries, lgroups, ltimes = [], [], [], [], []
+    events: list[np.ndarray] = []
+    groups: list[np.ndarray] = []
+    carries: list[np.ndarray] = []
+    lgroups: list[np.ndarray] = []
+    ltimes: list[np.ndarray] = []
     for i, row in enumerate(rows):
         if row is None:
             continue

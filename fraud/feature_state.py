@@ -162,6 +162,7 @@ class FeatureState:
             held = self.rows[kind]
             out: dict[str, EntityRow] = {}
             for key, at in batch.groupby(col, sort=False).indices.items():
+                key = str(key)
                 old = held.get(key) or EntityRow(np.zeros((0, _columns(kind))), np.zeros(0), _empty_carry(kind), 0)
                 new = m[at]
                 events = np.concatenate([old.events, new])

@@ -7,7 +7,6 @@ Compose sets the same variables to its containers' host names.
 from __future__ import annotations
 
 import json
-import os
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Literal
@@ -63,9 +62,6 @@ class BackfillSettings(FeatureStoreSettings):
     """`fraud backfill`: batch features for a whole history."""
 
     backfill_online_batch_rows: int = 5000
-    backfill_workers: int = Field(
-        default_factory=lambda: max(os.cpu_count() or 1, 1), ge=1, description="processes computing the views"
-    )
 
 
 class SimulatorSettings(CommonSettings):

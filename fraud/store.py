@@ -18,7 +18,7 @@ from feast import FeatureStore, FeatureView, RepoConfig
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
-from feature_repo.repo import ALL_VIEWS, FIELDS, PACKS, SERVICE_NAME, definitions, feast_type, is_time, view_path
+from feature_repo.repo import ALL_VIEWS, SERVICE_NAME, definitions, feast_type, is_array, is_time, view_path
 from fraud.atomic import AtomicBatch, write_part
 from fraud.settings import FeatureStoreSettings
 
@@ -75,14 +75,14 @@ def apply(settings: FeatureStoreSettings) -> FeatureStore:
 @functools.cache
 def offline_schema(view: str) -> pa.Schema:
     """The Arrow schema of a view's offline Parquet files: entity key, event time, its Feast fields."""
-    from feast.types import Float64, Int64, String
+    from feast.types import Float64, Int64
 
-    arrow: dict[Any, pa.DataType] = {Float64: pa.float64(), Int64: pa.int64(), String: pa.string()}
-    entity, _ = ALL_VIEWS[view]
-    fields = [(entity.join_key, pa.string()), ("event_timestamp", pa.timestamp("us", "UTC"))]
-    for field in FIELDS[view]:
-        fields.append((field, pa.list_(pa.float64()) if field in PACKS[view] else arrow[feast_type(field)]))
-    return pa.schema(fields)
+    arrow: dict[Any, pa.DataType] = {Float64: pa.float64(), Int64: pa.int64()}
+    entity, fields = ALL_VIEWS[view]
+    columns = [(entity.join_key, pa.string()), ("event_timestamp", pa.timestamp("us", "UTC"))]
+    for field in fields:
+        columns.append((field, pa.list_(pa.float64()) if is_array(field) else arrow[feast_type(field)]))
+    return pa.schema(columns)
 
 
 def time_micros(values: pd.Series) -> pd.Series:
@@ -105,90 +105,38 @@ def micros_time(values: Any) -> pd.Series:
     return pd.Series(pd.DatetimeIndex(us).tz_localize("UTC"), index=series.index)
 
 
-def _block(rows: pd.DataFrame, members: list[str]) -> np.ndarray:
-    """The members of a pack as an (n, k) float64 block."""
-    block = rows[members]
-    if all(isinstance(dtype, np.dtype) for dtype in block.dtypes):  # plain numpy columns: one conversion
-        return block.to_numpy(dtype=np.float64)
-    return np.column_stack([rows[m].to_numpy(dtype=np.float64, na_value=np.nan) for m in members])
-
-
 def to_table(view: str, rows: pd.DataFrame) -> pa.Table:
-    """Feature rows (named feature columns) as the view's Feast fields, packs as list<float64>."""
+    """Feature rows (a reference view's features) as the view's offline Parquet table."""
     schema = offline_schema(view)
     arrays = []
     for name in schema.names:
-        members = PACKS[view].get(name)
-        if members is None:
-            column = time_micros(rows[name]) if is_time(name) else rows[name]
-            arrays.append(pa.Array.from_pandas(column, type=schema.field(name).type))
-            continue
-        block = _block(rows, members)
-        offsets = pa.array(np.arange(0, block.size + 1, block.shape[1], dtype=np.int32))
-        arrays.append(pa.ListArray.from_arrays(offsets, pa.array(block.ravel())))
+        column = time_micros(rows[name]) if is_time(name) else rows[name]
+        arrays.append(pa.Array.from_pandas(column, type=schema.field(name).type))
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
 def to_feast_frame(view: str, rows: pd.DataFrame) -> pd.DataFrame:
-    """Feature rows as the DataFrame `write_to_online_store` takes: one column per Feast field."""
-    entity, _ = ALL_VIEWS[view]
+    """Rows as the DataFrame `write_to_online_store` takes: one column per Feast field (times as micros)."""
+    entity, fields = ALL_VIEWS[view]
     out: dict[str, Any] = {entity.join_key: rows[entity.join_key], "event_timestamp": rows["event_timestamp"]}
-    for field, members in FIELDS[view].items():
-        if field in PACKS[view]:
-            out[field] = list(_block(rows, members))
-        else:
-            out[field] = time_micros(rows[field]) if is_time(field) else rows[field]
+    for field in fields:
+        out[field] = time_micros(rows[field]) if is_time(field) else rows[field]
     return pd.DataFrame(out, index=rows.index)
 
 
-def _unpacked(column: pa.Array | pa.ChunkedArray, width: int) -> np.ndarray:
-    """A packed list<float64> column (null where no row) as an (n, width) float64 block, NaN where null."""
-    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    block = np.full((len(column), width), np.nan)
-    valid = column.is_valid()
-    rows = valid.to_numpy(zero_copy_only=False)
-    if rows.any():
-        values = column.filter(valid).flatten().to_numpy(zero_copy_only=False)
-        block[rows] = np.asarray(values, dtype=np.float64).reshape(-1, width)
-    return block
-
-
-def unpack_table(view: str, table: pa.Table) -> pd.DataFrame:
-    """Feast fields (an Arrow table, null where no row) back to named feature columns (packs as float64,
-    times as UTC timestamps)."""
-    out: dict[str, Any] = {}
-    for name in table.column_names:
-        members = PACKS[view].get(name)
-        if members is None:
-            column = table.column(name).to_pandas()
-            out[name] = micros_time(column) if is_time(name) and name in FIELDS[view] else column
-            continue
-        block = _unpacked(table.column(name), len(members))
-        for j, member in enumerate(members):
-            out[member] = block[:, j]
-    return pd.DataFrame(out)
-
-
-def unpack(view: str, frame: pd.DataFrame) -> pd.DataFrame:
-    """`unpack_table` for a DataFrame whose packed columns hold lists or arrays (None or NaN where no row)."""
+def times_back(view: str, frame: pd.DataFrame) -> pd.DataFrame:
+    """Stored time fields (microseconds) of a view back to UTC timestamps."""
     out = frame.copy()
-    for field in FIELDS[view]:
+    for field in ALL_VIEWS[view][1]:
         if is_time(field) and field in frame:
             out[field] = micros_time(frame[field])
-    for field, members in PACKS[view].items():
-        if field not in frame:
-            continue
-        cells = [c if isinstance(c, list | np.ndarray) else None for c in frame[field].tolist()]
-        block = _unpacked(pa.array(cells, type=pa.list_(pa.float64())), len(members))
-        out = out.drop(columns=field)
-        for j, member in enumerate(members):
-            out[member] = block[:, j]
     return out
 
 
 def read_offline(settings: FeatureStoreSettings, view: str) -> pd.DataFrame:
-    """A view's offline rows with named feature columns (what its Parquet folder holds, unpacked)."""
-    return unpack_table(view, pq.read_table(view_path(settings.offline_dir, view), schema=offline_schema(view)))
+    """A reference view's committed offline rows (what its Parquet folder holds, times as UTC timestamps)."""
+    table = pq.read_table(view_path(settings.offline_dir, view), schema=offline_schema(view))
+    return times_back(view, table.to_pandas())
 
 
 def ensure_offline_seed(offline_dir: Path) -> None:
@@ -229,26 +177,25 @@ def entity_key(join_key: str, value: str) -> EntityKeyProto:
 def online_rows(
     view: str, rows: pd.DataFrame
 ) -> list[tuple[EntityKeyProto, dict[str, ValueProto], datetime, datetime | None]]:
-    """Feature rows as the records Feast's online stores write: entity key, field values, event time.
+    """Rows as the records Feast's online stores write: entity key, field values, event time.
 
     What `write_to_online_store` builds from a DataFrame (a test checks the stored bytes are equal),
-    without its per-value round trip through Arrow: a pack's block goes straight into `DoubleList`
-    protos, the few single fields through Feast's own `python_values_to_proto_values`.
+    without its per-value round trip through Arrow: an array field goes straight into a `DoubleList`
+    proto, the other fields through Feast's own `python_values_to_proto_values`.
     """
     from feast.protos.feast.types.Value_pb2 import DoubleList
     from feast.type_map import python_values_to_proto_values
 
-    entity, _ = ALL_VIEWS[view]
+    entity, fields = ALL_VIEWS[view]
     keys = [entity_key(entity.join_key, k) for k in rows[entity.join_key].tolist()]
     columns: dict[str, list[ValueProto]] = {}
-    for field, members in FIELDS[view].items():
-        if field in PACKS[view]:
-            columns[field] = [ValueProto(double_list_val=DoubleList(val=v)) for v in _block(rows, members).tolist()]
+    for field in fields:
+        if is_array(field):
+            columns[field] = [ValueProto(double_list_val=DoubleList(val=np.asarray(v).tolist())) for v in rows[field]]
         else:
-            value_type = feast_type(field).to_value_type()
             column = time_micros(rows[field]) if is_time(field) else rows[field]
             values = column.astype(object).where(column.notna(), None).tolist()
-            columns[field] = python_values_to_proto_values(values, value_type)
+            columns[field] = python_values_to_proto_values(values, feast_type(field).to_value_type())
     features = [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
     stamps = pd.DatetimeIndex(pd.to_datetime(rows["event_timestamp"], utc=True)).to_pydatetime().tolist()
     return list(zip(keys, features, stamps, [None] * len(keys), strict=True))
@@ -274,12 +221,12 @@ def write_online(
 
 
 def online_features(store: FeatureStore, entity_rows: list[dict[str, Any]], view: str | None = None) -> pd.DataFrame:
-    """Every feature of the FeatureService (or of one view) for the given entity rows, in one call, unpacked."""
+    """Every field of the FeatureService (or of one view) for the given entity rows, through Feast's SDK."""
     if view is not None:
-        refs: Any = [f"{view}:{field}" for field in FIELDS[view]]
+        refs: Any = [f"{view}:{field}" for field in ALL_VIEWS[view][1]]
     else:
         refs = store.get_feature_service(SERVICE_NAME, allow_cache=True)  # not a registry file read per call
     frame = store.get_online_features(features=refs, entity_rows=entity_rows).to_df()
     for name in [view] if view is not None else list(ALL_VIEWS):
-        frame = unpack(name, frame)
+        frame = times_back(name, frame)
     return frame

@@ -1,23 +1,22 @@
-"""`fraud backfill`: features for a whole history, into the offline store and the online store.
+"""`fraud backfill`: a whole history into the stores: event history, reference views, online rows.
 
 Reads transactions and labels (and optionally the accounts table and address lists) in the
 canonical schema, Parquet or CSV. Bad rows are reported with their reason in a rejects file, never
-dropped silently. Features come from `fraud.features`, the same code the streaming ingest runs.
-A second backfill replaces the first one's files, so running it twice changes nothing.
+dropped silently. The events and labels become the committed history training evaluates features
+over (`fraud.aggregates`); the accounts and lists become the reference views' offline rows; and every
+entity's online row is the state the streaming ingest would hold after the same history
+(`FeatureState.from_history`). A second backfill replaces the first one's files, so running it twice
+changes nothing.
 """
 
 from __future__ import annotations
 
 import logging
-import multiprocessing as mp
 import time
-from collections.abc import Iterator
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pandas as pd
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -25,11 +24,11 @@ from fraud import features as F
 from fraud import history
 from fraud import store as S
 from fraud.contracts import validate_labels_frame, validate_transactions_frame
+from fraud.feature_state import KINDS, VIEW_OF_KIND, FeatureState
 from fraud.settings import BackfillSettings
 
 log = logging.getLogger(__name__)
 TAG = "backfill"
-VIEW_OF_KIND = {"address": "address_activity", "device": "device_activity", "ip": "ip_activity"}
 
 
 @dataclass
@@ -45,7 +44,7 @@ class BackfillReport:
 
     @property
     def rows_per_s(self) -> float:
-        """Transactions through feature computation and the offline write (overlapped), per second."""
+        """Transactions through the state build and the offline writes, per second."""
         busy = self.seconds.get("features_offline", 0.0)
         return self.transactions_in / busy if busy else 0.0
 
@@ -72,52 +71,20 @@ def _write_rejects(settings: BackfillSettings, kind: str, rejected: pd.DataFrame
     return out
 
 
-def view_rows(
-    txns: pd.DataFrame,
-    labels: pd.DataFrame | None,
-    accounts: pd.DataFrame | None = None,
-    address_lists: pd.DataFrame | None = None,
-) -> Iterator[tuple[str, pd.DataFrame]]:
-    """Every view's feature rows for a history (the batch path), one view at a time."""
-    yield "user_activity", F.user_features(txns)
-    attached = F.attach_entities(labels, txns) if labels is not None else None
-    for kind, view in VIEW_OF_KIND.items():
-        yield view, F.counterparty_features(txns, kind, attached)
-    if accounts is not None:
-        yield "account", F.account_rows(accounts)
-    if address_lists is not None:
-        yield "address_list", F.address_list_rows(address_lists)
-
-
-def compute_view_rows(
+def online_view_rows(
     txns: pd.DataFrame,
     labels: pd.DataFrame | None,
     accounts: pd.DataFrame | None = None,
     address_lists: pd.DataFrame | None = None,
 ) -> dict[str, pd.DataFrame]:
-    """Every view's feature rows for a history, by view name."""
-    return dict(view_rows(txns, labels, accounts, address_lists))
-
-
-# The history the worker processes compute from: set before they are forked, so they inherit it
-# (copy-on-write) instead of receiving a million rows through a pipe.
-_SHARED: dict[str, Any] = {}
-
-
-def _compute_and_write(
-    settings: BackfillSettings, kind: str, shard: int, attached: pd.DataFrame | None
-) -> tuple[str, int, pd.DataFrame]:
-    """In a worker process: the rows of one view ("user": one shard of users; else a counterparty kind),
-    written offline; returns the view, its row count and its latest row per entity."""
-    txns: pd.DataFrame = _SHARED["txns"]
-    if kind == "user":
-        view = "user_activity"
-        frame = F.user_features(txns[_SHARED["user_shard"] == shard].reset_index(drop=True))
-    else:
-        view = VIEW_OF_KIND[kind]
-        frame = F.counterparty_features(txns, kind, attached)
-    S.write_offline(settings, view, frame, f"{TAG}-{shard}")
-    return view, len(frame), S.latest_per_entity(view, frame)
+    """Every view's online rows after a history: each entity's state, and the latest reference rows."""
+    state = FeatureState.from_history(txns, labels)
+    out = {VIEW_OF_KIND[kind]: state.online_rows(kind) for kind in KINDS}
+    if accounts is not None:
+        out["account"] = S.latest_per_entity("account", F.account_rows(accounts))
+    if address_lists is not None:
+        out["address_list"] = S.latest_per_entity("address_list", F.address_list_rows(address_lists))
+    return out
 
 
 def _write_offline(
@@ -126,57 +93,32 @@ def _write_offline(
     labs: pd.DataFrame,
     acc: pd.DataFrame | None,
     lists: pd.DataFrame | None,
-    workers: int,
 ) -> tuple[dict[str, int], dict[str, pd.DataFrame]]:
-    """Replace the previous backfill's history and offline parts; returns rows written and the latest rows per view.
-
-    The views are computed and written in `workers` forked processes: each user feature depends only
-    on that user's own events, so the users are split into `workers` shards; each counterparty view is
-    one task. The parent writes the history (Parquet encoding releases the GIL) and the reference views.
-    The caller runs no other thread while the workers are forked (the progress display does not
-    refresh on its own), so no lock can be copied held into them.
-    """
+    """Replace the previous backfill's history and reference parts; returns the rows written offline and
+    every view's online rows. The history is written on a helper thread (Parquet encoding releases the
+    GIL) while the state is built."""
     for kind in ("transactions", "labels"):
         history.remove_parts(settings.data_dir, kind, TAG)
     for view in S.ALL_VIEWS:
         for old in S.view_path(settings.offline_dir, view).glob(f"part-*-{TAG}*.parquet"):
             old.unlink()
-    codes = pd.util.hash_pandas_object(txns["user_id"], index=False).to_numpy()
-    shards = (codes % np.uint64(workers)).astype(np.int64)
-    _SHARED.update(txns=txns, user_shard=shards)
-    counts: dict[str, int] = {}
-    latest: dict[str, list[pd.DataFrame]] = {}
-    try:
-        with (
-            ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("fork")) as pool,
-            ThreadPoolExecutor(max_workers=1) as writer,
+    counts: dict[str, int] = {"transactions": len(txns), "labels": len(labs)}
+    with ThreadPoolExecutor(max_workers=1) as writer:
+        writes = [
+            writer.submit(history.append, settings.data_dir, kind, frame, TAG)
+            for kind, frame in (("transactions", txns), ("labels", labs))
+        ]
+        for view, frame in (
+            ("account", F.account_rows(acc) if acc is not None else None),
+            ("address_list", F.address_list_rows(lists) if lists is not None else None),
         ):
-            users = [int(i) for i in np.unique(shards)]  # a shard with no user gets no task
-            tasks = [pool.submit(_compute_and_write, settings, "user", i, None) for i in users]
-            attached = F.attach_entities(labs, txns)
-            tasks += [pool.submit(_compute_and_write, settings, kind, 0, attached) for kind in VIEW_OF_KIND]
-            writes: list[Future[Path | None]] = [
-                writer.submit(history.append, settings.data_dir, kind, frame, TAG)
-                for kind, frame in (("transactions", txns), ("labels", labs))
-            ]
-            reference = []
-            if acc is not None:
-                reference.append(("account", F.account_rows(acc)))
-            if lists is not None:
-                reference.append(("address_list", F.address_list_rows(lists)))
-            for view, frame in reference:
+            if frame is not None:
                 writes.append(writer.submit(S.write_offline, settings, view, frame, TAG))
                 counts[view] = len(frame)
-                latest[view] = [frame]
-            for task in tasks:
-                view, n, last = task.result()
-                counts[view] = counts.get(view, 0) + n
-                latest.setdefault(view, []).append(last)
-            for write in writes:
-                write.result()
-    finally:
-        _SHARED.clear()
-    return counts, {view: pd.concat(parts, ignore_index=True) for view, parts in latest.items()}
+        online = online_view_rows(txns, labs, acc, lists)
+        for write in writes:
+            write.result()
+    return counts, online
 
 
 def backfill(
@@ -196,7 +138,6 @@ def backfill(
         TextColumn("{task.completed}/{task.total}"),
         TimeElapsedColumn(),
         disable=not show_progress,
-        auto_refresh=False,  # no refresh thread: the view workers are forked (see _write_offline)
     ) as progress:
         task = progress.add_task("read", total=len(steps))
         progress.refresh()
@@ -233,7 +174,7 @@ def backfill(
         store = S.apply(settings)
         t0 = step("apply", t0)
 
-        report.offline_rows, rows = _write_offline(settings, txns, labs, acc, lists, settings.backfill_workers)
+        report.offline_rows, rows = _write_offline(settings, txns, labs, acc, lists)
         t0 = step("features_offline", t0)
 
         for view, frame in rows.items():

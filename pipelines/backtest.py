@@ -33,6 +33,7 @@ class BacktestReport:
 
 def score_history(settings: TrainSettings, txns: pd.DataFrame, version: str | None = None) -> pd.DataFrame:
     """Point-in-time scores and decisions for canonical transactions (champion unless `version`)."""
+    from fraud import history as H
     from fraud import store as S
     from models.bundle import load_bundle
     from pipelines.training_set import stored_features_before
@@ -41,7 +42,8 @@ def score_history(settings: TrainSettings, txns: pd.DataFrame, version: str | No
         settings.tracking_uri, name=settings.train_model_name, alias=None if version else "champion", version=version
     )
     txns = txns.reset_index(drop=True)
-    stored = stored_features_before(S.open_store(settings), txns)
+    history, labels = H.read(settings.data_dir, "transactions"), H.read(settings.data_dir, "labels")
+    stored = stored_features_before(S.open_store(settings), txns, history, labels)
     X = F.model_matrix(stored, F.request_features(txns, stored))
     p = bundle.proba(X)
     return pd.DataFrame(

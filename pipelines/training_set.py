@@ -1,19 +1,25 @@
 """Point-in-time training rows: each labelled transaction with the features known strictly before it.
 
-Feast's join takes a feature row whose timestamp equals the entity timestamp, so every lookup asks
-for the state at (event_time - 1 microsecond): the transaction itself, any later one and any row at
-the same instant stay invisible. Two quirks of Feast's file offline store are handled here: it drops
-an entity row whose entity only has *later* feature rows (instead of returning nulls), and it merges
-entity rows that share keys and timestamp. So each view is retrieved on its own, for the distinct
-(key, timestamp) pairs, and joined back with a left join: no prior row means missing, never dropped.
-Entities with no row at all are not sent to Feast (its dask join fails on them): they are missing.
+Entity features (the user's and each counterparty's windows, totals and label-derived risk) are
+evaluated at each transaction's instant t by `fraud.aggregates.features_at` over the committed event
+history and the labels known at the cutoff: windows over [t - w, t), a label counting from its
+`label_time` on. The scorer finishes the same functions at the request's instant from the online
+rows, so a request at t sees what a training row at t saw.
+
+Reference features (the account's signup time and KYC tier, an address's lists) come from Feast's
+point-in-time join of the `account` and `address_list` views. Feast's join takes a feature row whose
+timestamp equals the entity timestamp, so every lookup asks for the state at (event_time - 1
+microsecond). Two quirks of Feast's file offline store are handled here: it drops an entity row whose
+entity only has *later* feature rows (instead of returning nulls), and it merges entity rows that
+share keys and timestamp. So each view is retrieved on its own, for the distinct (key, timestamp)
+pairs, and joined back with a left join: no prior row means missing, never dropped. Entities with no
+row at all are not sent to Feast (its dask join fails on them).
 
 Feast's file store joins every entity row with every feature row of its key (quadratic per key): past
 about `FEAST_MAX_ROWS` transactions it runs out of memory on two cores. Larger sets take `as_of_join`,
 the same join (latest row at or before the lookup time, within the view's TTL) as a pandas
-`merge_asof` over the very same offline Parquet folders the store's views read. A test checks both
-return the same values. Rows of one entity that share a timestamp are resolved by storage order (the
-last written wins); Feast leaves that case unspecified.
+`merge_asof` over the very same committed Parquet files the store's views read. A test checks both
+return the same values.
 """
 
 from __future__ import annotations
@@ -28,9 +34,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from feast import FeatureStore
 
-from feature_repo.repo import ALL_VIEWS, FIELDS
+from feature_repo.repo import REFERENCE_VIEWS
+from fraud import aggregates as A
 from fraud import features as F
-from fraud.store import unpack, unpack_table
+from fraud.store import times_back
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +52,14 @@ def known_labels(labels: pd.DataFrame, cutoff: pd.Timestamp) -> pd.DataFrame:
     return labels[lt <= cutoff]
 
 
-def stored_features_before(store: FeatureStore, txns: pd.DataFrame) -> pd.DataFrame:
-    """For each transaction, every stored feature as of strictly before its event_time (aligned to txns)."""
-    if len(txns) > FEAST_MAX_ROWS:
-        return as_of_join(store, txns)
-    return feast_join(store, txns)
+def stored_features_before(
+    store: FeatureStore, txns: pd.DataFrame, history: pd.DataFrame, labels: pd.DataFrame | None
+) -> pd.DataFrame:
+    """For each transaction, every stored feature known strictly before its event_time (aligned to txns):
+    entity features from the `history` of events and the `labels` known, reference features from Feast."""
+    entity = A.features_at(history, labels, txns)
+    reference = as_of_join(store, txns) if len(txns) > FEAST_MAX_ROWS else feast_join(store, txns)
+    return pd.concat([entity, reference], axis=1)
 
 
 def _lookups(txns: pd.DataFrame) -> pd.DataFrame:
@@ -63,7 +73,7 @@ def feast_join(store: FeatureStore, txns: pd.DataFrame) -> pd.DataFrame:
     """`stored_features_before` through Feast's `get_historical_features`, view by view."""
     base = _lookups(txns)
     out: dict[str, Any] = {}
-    for view, (entity, names) in ALL_VIEWS.items():
+    for view, (entity, names) in REFERENCE_VIEWS.items():
         key = entity.join_key
         wanted = base.loc[base[key].notna(), [key, LOOKUP_TS]].drop_duplicates()
         # an entity with no row at all is missing by definition; asking Feast about it crashes its dask join
@@ -73,8 +83,8 @@ def feast_join(store: FeatureStore, txns: pd.DataFrame) -> pd.DataFrame:
                 out[name] = pd.Series(pd.NA, index=txns.index)
             continue
         entity_df = wanted.rename(columns={LOOKUP_TS: "event_timestamp"})
-        refs = [f"{view}:{field}" for field in FIELDS[view]]
-        got = unpack(view, store.get_historical_features(entity_df=entity_df, features=refs).to_df())
+        refs = [f"{view}:{field}" for field in names]
+        got = times_back(view, store.get_historical_features(entity_df=entity_df, features=refs).to_df())
         got = got.rename(columns={"event_timestamp": LOOKUP_TS})
         got[LOOKUP_TS] = pd.to_datetime(got[LOOKUP_TS], utc=True)
         got = got.drop_duplicates([key, LOOKUP_TS])
@@ -104,11 +114,11 @@ def as_of_join(store: FeatureStore, txns: pd.DataFrame) -> pd.DataFrame:
     base = _lookups(txns)
     lookup_us = base[LOOKUP_TS].astype("datetime64[us, UTC]").astype("int64").to_numpy()
     frames: list[pd.DataFrame] = []
-    for view, (entity, names) in ALL_VIEWS.items():
+    for view, (entity, names) in REFERENCE_VIEWS.items():
         key = entity.join_key
         ttl_us = int(store.get_feature_view(view).ttl.total_seconds() * 1_000_000)  # type: ignore[union-attr]
         parts = _offline_parts(store, view)
-        columns = [key, "event_timestamp", *FIELDS[view]]
+        columns = [key, "event_timestamp", *names]
         table = pa.concat_tables(
             [pq.read_table(p, columns=columns) for p in parts], promote_options="default"
         ).combine_chunks()
@@ -125,7 +135,7 @@ def as_of_join(store: FeatureStore, txns: pd.DataFrame) -> pd.DataFrame:
             hit[joined["_pos"].to_numpy()[within]] = row[within]
         taker = pa.array(np.maximum(hit, 0), mask=hit < 0)
         if table.num_rows:
-            frame = unpack_table(view, table.select(list(FIELDS[view])).take(taker))[names]
+            frame = times_back(view, table.select(names).take(taker).to_pandas())[names]
         else:
             frame = pd.DataFrame({name: np.full(len(base), np.nan) for name in names})
         frame.index = txns.index
@@ -148,6 +158,7 @@ def training_frame(
     txns = transactions.merge(labels, on="transaction_id", how="inner")
     txns = txns[pd.to_datetime(txns["event_time"], utc=True) <= cutoff].reset_index(drop=True)
     log.info("training rows known at %s: %d", cutoff, len(txns))
-    stored = stored_features_before(store, txns)
+    history = transactions[pd.to_datetime(transactions["event_time"], utc=True) <= cutoff]
+    stored = stored_features_before(store, txns, history, labels)
     request = F.request_features(txns, stored)
     return pd.concat([txns, stored, request], axis=1)

@@ -2,11 +2,13 @@
 
 The loop: poll a micro-batch (bounded by size and time) -> validate each event against the contract
 (bad ones to the DLQ with their original bytes) -> check the batch with Great Expectations, in a
-side process, while the feature state computes the batch's rows (the rows a failing check blames are
-quarantined, see `services.quarantine`, and the rest goes on) -> hand the rows to the writer, a
-second side process, and go on with the next batch. The writer takes the batches in order: each one
-online at once; offline, once a second, the raw events and every view's rows of the batches written
-since, in one atomic step. The Kafka offsets of a batch are committed once it is written both ways,
+side process, while the feature state computes the new online rows of the entities the batch touches
+(the rows a failing check blames are quarantined, see `services.quarantine`, and the rest goes on) ->
+hand them to the writer, a second side process, and go on with the next batch. The writer takes the
+batches in order: each one online at once; offline, once a second, the raw events of the batches
+written since, in one atomic step (training evaluates features over that history). Fraud labels
+committed by `fraud ingest-labels` are taken on every turn of the loop, events or not: the rows of the
+counterparties they touch go online at once. The Kafka offsets of a batch are committed once it is written both ways,
 so durability keeps one order: online, offline, offsets. A crash anywhere replays at most the
 batches whose offsets were not committed: replayed events that already reached the history are
 skipped, so the offline store holds each event once, and the others are computed again from the
@@ -45,14 +47,13 @@ from fraud import store as S
 from fraud.contracts import Transaction, transaction_record
 from fraud.dlq import DeadLetterError, dead_letter, error_text, send_dead_letters
 from fraud.event_time import EventTimePolicy
-from fraud.feature_state import Change, FeatureState
+from fraud.feature_state import VIEW_OF_KIND, Change, FeatureState, rows_frame
 from fraud.kafka import commit_offsets, make_consumer, make_producer, poll_batch, wait_for_broker
 from fraud.settings import IngestSettings
 from fraud.worker import SideProcess
 from services import quarantine
 
 log = logging.getLogger(__name__)
-STREAMING = ("user_activity", "address_activity", "device_activity", "ip_activity")
 MAX_IN_FLIGHT = 2  # batches handed to the writer and not yet written
 
 
@@ -88,6 +89,12 @@ class IngestMetrics:
             buckets=(0.1, 0.25, 0.5, 1, 2, 5, 30, 300),
             registry=r,
         )
+        self.label_freshness = Histogram(
+            "ingest_label_to_online_seconds",
+            "label time to the online write of the risk features it changes",
+            buckets=(0.1, 0.25, 0.5, 1, 2, 5, 30, 300),
+            registry=r,
+        )
 
 
 @dataclass
@@ -118,9 +125,9 @@ class BatchWriter:
     Building Feast's value protos and upserting them (one row per feature) is the biggest part of a
     batch at live rates, all of it under the interpreter lock. Here it runs beside the ingest, which
     goes on with the next batch. Batches are written one at a time, in the order submitted: each one
-    online at once; offline, the raw events and every view's rows of the batches written since the
-    last commit, in one atomic commit every `ingest_offline_commit_seconds` (a Parquet file per view
-    and batch would cost more than the rows in it). `submit` returns a future of the time the batch's
+    online at once; offline, the raw events of the batches written since the last commit, in one
+    atomic commit every `ingest_offline_commit_seconds` (a Parquet file per batch would cost more
+    than the rows in it). `submit` returns a future of the time the batch's
     online rows were written and whether it (with every batch before it) is also committed offline.
     """
 
@@ -128,7 +135,8 @@ class BatchWriter:
         self.process = SideProcess(_open_store, settings)
 
     def submit(self, frame: pd.DataFrame, change: Change) -> Future[tuple[float, bool]]:
-        return self.process.submit(_write, frame, change.rows, change.online)
+        online = {VIEW_OF_KIND[kind]: rows_frame(kind, rows) for kind, rows in change.rows.items() if rows}
+        return self.process.submit(_write, frame, online)
 
     def commit_offline(self) -> Future[None]:
         """Commit the batches written online since the last offline commit."""
@@ -164,9 +172,8 @@ class _Writes:
     def __init__(self, settings: IngestSettings) -> None:
         self.settings = settings
         self.store = S.open_store(settings)
-        self.views = {view: self.store.get_feature_view(view) for view in STREAMING}
+        self.views = {view: self.store.get_feature_view(view) for view in VIEW_OF_KIND.values()}
         self.frames: list[pd.DataFrame] = []
-        self.rows: dict[str, list[pd.DataFrame]] = collections.defaultdict(list)
         self.committed_at = time.monotonic()
         self.failed: StoreWriteError | None = None  # once a write failed, every later call fails with it
         compose = settings.feast_mode == "compose"
@@ -232,27 +239,22 @@ class _Writes:
         back), unless its manifest made it, in which case recovery rolls it forward."""
         if (manifest_dir(self.settings) / f"{batch.id}.json").exists():
             return
-        folders = [history.folder(self.settings.data_dir, "transactions")]
-        folders += [S.view_path(self.settings.offline_dir, view) for view in STREAMING]
-        for folder in folders:
-            for staged in atomic.staging_folder(folder).glob(f"{batch.id}-*"):
-                staged.unlink(missing_ok=True)
+        folder = history.folder(self.settings.data_dir, "transactions")
+        for staged in atomic.staging_folder(folder).glob(f"{batch.id}-*"):
+            staged.unlink(missing_ok=True)
 
-    def write(
-        self, frame: pd.DataFrame, rows: dict[str, pd.DataFrame], online: dict[str, pd.DataFrame]
-    ) -> tuple[float, bool]:
-        # Online first: that is what scoring waits for. Safe after a crash: neither the offline rows
-        # nor the offsets are committed before it is done, so the batch is replayed from the rebuilt
-        # state and writes the same rows again. Online takes only entities' latest rows (`Change`).
+    def write(self, frame: pd.DataFrame, online: dict[str, pd.DataFrame]) -> tuple[float, bool]:
+        # Online first: that is what scoring waits for. Safe after a crash: neither the events nor
+        # the offsets are committed before it is done, so the batch is replayed from the rebuilt
+        # state and writes the same rows again.
         if self.failed is not None:
             raise self.failed
         for view, view_rows in online.items():
             if not view_rows.empty:
                 self.write_online(view, view_rows)
         written_at = time.time()
-        self.frames.append(frame)
-        for view, view_rows in rows.items():
-            self.rows[view].append(view_rows)
+        if not frame.empty:
+            self.frames.append(frame)
         due = time.monotonic() - self.committed_at >= self.settings.ingest_offline_commit_seconds
         if due:
             self.commit()
@@ -273,10 +275,6 @@ class _Writes:
             target = history.folder(self.settings.data_dir, "transactions")
             try:
                 history.append(self.settings.data_dir, "transactions", frame, tag="ingest", batch=batch)
-                for view, parts in self.rows.items():
-                    target = S.view_path(self.settings.offline_dir, view)
-                    rows = pd.concat(parts, ignore_index=True)
-                    S.write_offline(self.settings, view, rows, run_id="ingest", batch=batch)
                 target = manifest_dir(self.settings)
                 batch.commit()
             except OSError as exc:
@@ -286,7 +284,7 @@ class _Writes:
                     f"{len(frame)} events is committed, Kafka offsets included: free space on that file "
                     "system and restart, the ingest resumes from there"
                 ) from None
-            self.frames, self.rows = [], collections.defaultdict(list)
+            self.frames = []
         self.committed_at = time.monotonic()
 
 
@@ -304,8 +302,8 @@ def _writes() -> _Writes:
     return _WRITES
 
 
-def _write(frame: pd.DataFrame, rows: dict[str, pd.DataFrame], online: dict[str, pd.DataFrame]) -> tuple[float, bool]:
-    return _writes().write(frame, rows, online)
+def _write(frame: pd.DataFrame, online: dict[str, pd.DataFrame]) -> tuple[float, bool]:
+    return _writes().write(frame, online)
 
 
 def _commit_offline() -> None:
@@ -364,7 +362,7 @@ class Ingestor:
     # -- start-up ---------------------------------------------------------------------------------
     def folders(self) -> list[Path]:
         data = self.settings.data_dir
-        return [history.folder(data, "transactions")] + [S.view_path(self.settings.offline_dir, v) for v in STREAMING]
+        return [history.folder(data, "transactions")]
 
     def recover(self) -> None:
         """Finish or drop a batch cut short by a crash, then rebuild the state from the history."""
@@ -372,30 +370,43 @@ class Ingestor:
         if finished or dropped:
             log.warning("recovered after a crash: %d batches completed, %d staged files dropped", finished, dropped)
         events = history.read(self.settings.data_dir, "transactions")
-        if not events.empty:
-            self.state = FeatureState(events=events)
-            self.state.trim()
-            self.watermark_us = int(F.to_micros(events["event_time"]).max())
-        self.refresh_labels()
-        log.info("state rebuilt: %d events retained, watermark %s", len(self.state.events), self.state.watermark)
+        parts = history.parts(self.settings.data_dir, "labels")
+        labels = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True) if parts else None
+        self.seen_label_parts.update(parts)
+        self.state = FeatureState.from_history(events, labels)
+        self.watermark_us = self.state.watermark_us
+        held = sum(len(rows) for rows in self.state.rows.values())
+        log.info("state rebuilt: %d entity rows, watermark %s", held, self.state.watermark)
 
-    def refresh_labels(self) -> None:
-        """Load label parts written since the last look (by `fraud ingest-labels` or a backfill)."""
+    def refresh_labels(self) -> int:
+        """Take label parts committed since the last look (by `fraud ingest-labels` or a backfill): the
+        rows of the counterparties each fraud label touches go online at once. Returns the labels taken."""
         new = [p for p in history.parts(self.settings.data_dir, "labels") if p not in self.seen_label_parts]
         if not new:
-            return
+            return 0
         labels = pd.concat([pd.read_parquet(p) for p in new], ignore_index=True)
         self.seen_label_parts.update(new)
         frauds = labels[labels["is_fraud"].astype(bool)]
         if frauds.empty:
-            return
-        known = self.state.events
-        attached = F.attach_entities(frauds, known) if not known.empty else frauds.iloc[0:0]
+            return 0
+        attached = F.attach_entities(frauds, self.state.entities(frauds["transaction_id"]))
         missing = frauds[~frauds["transaction_id"].isin(attached["transaction_id"])]
         if not missing.empty:  # labels of transactions the state let go: look them up in the history
             old = history.read(self.settings.data_dir, "transactions")
             attached = pd.concat([attached, F.attach_entities(missing, old)], ignore_index=True)
-        self.state.add_labels(attached)
+        change = self.state.add_labels(attached)
+        self.state.apply(change)
+        if not change.empty:
+            written = self.writer.submit(pd.DataFrame(), change)
+            times = F.to_micros(frauds["label_time"]) / 1e6
+            written.add_done_callback(lambda f: self._label_written(f, times))
+        return len(frauds)
+
+    def _label_written(self, written: Future[tuple[float, bool]], label_times: Any) -> None:
+        if written.exception() is None:
+            at = written.result()[0]
+            for value in at - label_times:
+                self.metrics.label_freshness.observe(max(float(value), 0.0))
 
     # -- the loop ---------------------------------------------------------------------------------
     def poll_batch(self) -> list[Any]:
@@ -423,7 +434,6 @@ class Ingestor:
         self.totals["events_in"] += len(records)
         letters: list[tuple[bytes | None, bytes]] = []
         now_us = time.time_ns() // 1000
-        known: set[str] | None = None  # the state's events, looked up only for an event the policy refuses
         replayed = 0
         for rec in records:
             tp = TopicPartition(rec.topic, rec.partition)
@@ -437,10 +447,7 @@ class Ingestor:
                     # again: behind the rebuilt watermark, and already in the history. A duplicate,
                     # not a late event: dead-lettering it would count it twice. (Recognised within the
                     # state's retention, 31 days of event time: far more than a crash leaves to replay.)
-                    if known is None:
-                        held = self.state.events
-                        known = set(held["transaction_id"]) if "transaction_id" in held else set()
-                    if row["transaction_id"] in known:
+                    if row["transaction_id"] in self.state.txns:
                         replayed += 1
                         continue
                     self.metrics.event_time_rejected.labels(refused.bound).inc()
@@ -602,6 +609,7 @@ class Ingestor:
         batches = 0
         while not self.stopping:
             records = self.poll_batch()
+            self.refresh_labels()  # labels go online as they come, events or not
             if not records and not self.pending:
                 self.commit(flush=True)  # nothing new: no reason to keep a batch in flight
                 idle = self.settings.ingest_idle_exit_seconds

@@ -24,15 +24,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from feature_repo.repo import ALL_VIEWS
+from feature_repo.repo import ALL_VIEWS, KIND_OF_VIEW, is_array, state_fields
+from fraud import aggregates as A
 from fraud import features as F
 from fraud.contracts import Transaction
 
 # Which request field holds each view's entity key (a transaction without it has no row to miss).
 VIEW_KEYS: dict[str, str] = {view: entity.join_key for view, (entity, _) in ALL_VIEWS.items()}
 TIME_FEATURES = frozenset(n for n in F.stored_feature_names() if n.endswith(("_time", "_first_seen")))
-TEXT_FEATURES = frozenset(n for n in F.stored_feature_names() if n.startswith("known_"))
-NUMERIC_SET = frozenset(F.stored_feature_names()) - TIME_FEATURES - TEXT_FEATURES
 MODEL_FEATURES = F.model_feature_names()
 
 
@@ -232,19 +231,35 @@ def transaction_columns(txns: Sequence[Transaction]) -> dict[str, np.ndarray]:
     return cols
 
 
-def stored_columns(rows: OnlineRows) -> dict[str, np.ndarray]:
-    """The online values as numpy columns: float (NaN where missing), datetime64 (NaT) or text (None).
+def stored_columns(rows: OnlineRows, tx: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Every stored feature at the requests' instants, as numpy columns (NaN/NaT where missing).
 
-    The Feast edge already returns such columns; plain Python lists (None where missing) are converted."""
-    cols: dict[str, np.ndarray] = {}
+    Entity features are finished from the streaming views' state at each request's event time, by
+    `fraud.aggregates` (the functions training evaluates over the history); reference features
+    (signup, KYC tier, lists) are taken as read. Plain Python lists (None where missing) are converted."""
+    n = len(tx["event_time"])
+    state: dict[str, list[A.Row | None]] = {}
+    for kind in KIND_OF_VIEW.values():
+        fields = [rows.values.get(f) for f in state_fields(kind)]
+        events, carry = fields[0], fields[1]
+        labels = fields[2] if len(fields) > 2 else None
+        state[kind] = [
+            None
+            if events is None or events[i] is None or carry is None or carry[i] is None
+            else (events[i], carry[i], None if labels is None else labels[i])
+            for i in range(n)
+        ]
+    tq = tx["event_time"].astype("datetime64[us]").astype(np.int64)
+    own = {name: A.key_hash(tx[field]) for name, field in F.DISTINCT_USER_FIELDS.items()}
+    cols = A.features_of_rows(state, tq, own)
     for name, values in rows.values.items():
+        if is_array(name):
+            continue
         if isinstance(values, np.ndarray):
             cols[name] = values
         elif name in TIME_FEATURES:
             cols[name] = _datetime64(values)
-        elif name in TEXT_FEATURES:
-            cols[name] = np.array(values, dtype=object)
-        elif name in NUMERIC_SET:
+        else:
             cols[name] = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
     return cols
 
@@ -252,7 +267,7 @@ def stored_columns(rows: OnlineRows) -> dict[str, np.ndarray]:
 def model_inputs(txns: Sequence[Transaction], rows: OnlineRows) -> np.ndarray:
     """The model matrix for a batch (`fraud.features.model_feature_names()` columns)."""
     tx = transaction_columns(txns)
-    stored = stored_columns(rows)
+    stored = stored_columns(rows, tx)
     return F.model_array(stored, F.request_columns(tx, stored))
 
 

@@ -32,10 +32,10 @@ from feast.infra.key_encoding_utils import serialize_entity_key
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
-from feature_repo.repo import ALL_VIEWS, PACKS, SERVICE_NAME
+from feature_repo.repo import ALL_VIEWS, SERVICE_NAME, is_array, is_time
 from fraud.contracts import Transaction
 from fraud.store import entity_key
-from services.scorer.core import TEXT_FEATURES, TIME_FEATURES, VIEW_KEYS, OnlineRows
+from services.scorer.core import VIEW_KEYS, OnlineRows
 
 log = logging.getLogger(__name__)
 
@@ -62,14 +62,16 @@ def _numbers(found: list[dict[str, Any] | None], names: list[str]) -> np.ndarray
     return block
 
 
-def _pack(found: list[dict[str, Any] | None], field: str, width: int) -> np.ndarray:
-    """A packed field (a list of doubles per row) as an (n, width) float64 block, NaN where absent."""
-    block = np.full((len(found), width), np.nan)
-    for i, feats in enumerate(found):
+def _arrays(found: list[dict[str, Any] | None], field: str) -> list[np.ndarray | None]:
+    """An array field (a streaming view's state) per row: float64 values, None where absent."""
+    out: list[np.ndarray | None] = []
+    for feats in found:
         value = None if feats is None else feats.get(field)
-        if value is not None and value.WhichOneof("val") == "double_list_val":
-            block[i] = value.double_list_val.val
-    return block
+        if value is None or value.WhichOneof("val") != "double_list_val":
+            out.append(None)
+        else:
+            out.append(np.array(value.double_list_val.val, dtype=np.float64))
+    return out
 
 
 def _times(found: list[dict[str, Any] | None], name: str) -> np.ndarray:
@@ -89,10 +91,9 @@ class _ViewPlan:
     def __init__(self, view: str, feature_view: Any, names: list[str]) -> None:
         self.feature_view = feature_view
         self.names = names
-        self.packs = {n: PACKS[view][n] for n in names if n in PACKS[view]}
-        self.times = [n for n in names if n in TIME_FEATURES]
-        self.texts = [n for n in names if n in TEXT_FEATURES]
-        self.numeric = [n for n in names if n not in TIME_FEATURES and n not in TEXT_FEATURES and n not in self.packs]
+        self.arrays = [n for n in names if is_array(n)]
+        self.times = [n for n in names if is_time(n)]
+        self.numeric = [n for n in names if not is_array(n) and not is_time(n)]
 
 
 Found = list[tuple[datetime | None, dict[str, Any] | None]]  # per key: (event time, feature -> ValueProto)
@@ -206,7 +207,7 @@ class OnlineFeatureReader:
         self._down_until = time.monotonic() + self._retry_s
 
     def _fetch(self, entity_rows: list[dict[str, Any]]) -> OnlineRows:
-        values: dict[str, np.ndarray] = {}
+        values: dict[str, Any] = {}
         as_of: dict[str, list[datetime | None]] = {}
         n = len(entity_rows)
         wanted = {
@@ -238,14 +239,10 @@ class OnlineFeatureReader:
                 block = _numbers(found, plan.numeric)
                 for j, name in enumerate(plan.numeric):
                     values[name] = block[:, j]
-            for field, members in plan.packs.items():
-                packed = _pack(found, field, len(members))
-                for j, name in enumerate(members):
-                    values[name] = packed[:, j]
+            for name in plan.arrays:
+                values[name] = _arrays(found, name)
             for name in plan.times:
                 values[name] = _times(found, name)
-            for name in plan.texts:
-                values[name] = np.array([None if f is None else _scalar(f.get(name)) for f in found], dtype=object)
         return OnlineRows(values=values, as_of=as_of)
 
     def close(self) -> None:
