@@ -125,26 +125,26 @@ def _monotone(names: list[str]) -> list[Any]:
 
 
 def user_features(max_mean_txn_count_24h: float = 200.0, min_rows: int = 1) -> gx.ExpectationSuite:
-    """Rows of the `user_activity` view: schema, no nulls, counts consistent across windows, no future times.
+    """User features at transactions' instants (`features_frame`): schema, counts consistent across
+    windows, no time at or after the transaction (that would be leakage).
 
-    Each row describes a user as of one of its events, that event included, so every window counts
-    at least one transaction, and the last event time is the row's own time (later would be leakage).
-    """
+    Each row holds a user's features over the events strictly before its transaction: empty (null)
+    where the user has none, never a count below zero, and the last event strictly before it."""
     windows = list(F.WINDOWS)
     suite = gx.ExpectationSuite(name="user_features")
     counts = [f"txn_count_{w}" for w in windows]
     sums = [f"usd_sum_{w}" for w in windows]
     expectations: list[Any] = [
         E.ExpectTableColumnsToMatchSet(
-            column_set=["user_id", "event_timestamp", *F.user_feature_names()], exact_match=False
+            column_set=["user_id", "event_time", *F.user_feature_names()], exact_match=False
         ),
         E.ExpectTableRowCountToBeBetween(min_value=min_rows),
+        *(E.ExpectColumnValuesToNotBeNull(column=c) for c in ["user_id", "event_time"]),
         *(
-            E.ExpectColumnValuesToNotBeNull(column=c)
-            for c in ["user_id", "event_timestamp", "last_event_time", "txn_count_total", *counts, *sums]
+            E.ExpectColumnValuesToBeBetween(column=c, min_value=0)
+            for c in [*counts, *sums, "usd_mean_30d", "usd_std_30d"]
         ),
-        *(E.ExpectColumnValuesToBeBetween(column=c, min_value=1) for c in counts),
-        *(E.ExpectColumnValuesToBeBetween(column=c, min_value=0) for c in [*sums, "usd_mean_30d", "usd_std_30d"]),
+        E.ExpectColumnValuesToBeBetween(column="txn_count_total", min_value=1),
         *_monotone(counts),
         E.ExpectColumnPairValuesAToBeGreaterThanB(column_A="txn_count_total", column_B="txn_count_30d", or_equal=True),
         *(
@@ -155,9 +155,9 @@ def user_features(max_mean_txn_count_24h: float = 200.0, min_rows: int = 1) -> g
             for d in F.DISTINCT_USER_FIELDS
         ),
         E.ExpectColumnPairValuesAToBeGreaterThanB(
-            column_A="event_timestamp", column_B="last_event_time", or_equal=True
+            column_A="event_time", column_B="last_event_time", or_equal=False, ignore_row_if="either_value_is_missing"
         ),
-        E.ExpectColumnMeanToBeBetween(column="txn_count_24h", min_value=1, max_value=max_mean_txn_count_24h),
+        E.ExpectColumnMeanToBeBetween(column="txn_count_24h", min_value=0, max_value=max_mean_txn_count_24h),
     ]
     for expectation in expectations:
         suite.add_expectation(expectation)
@@ -165,7 +165,8 @@ def user_features(max_mean_txn_count_24h: float = 200.0, min_rows: int = 1) -> g
 
 
 def counterparty_features(kind: str = "address", min_rows: int = 1) -> gx.ExpectationSuite:
-    """Rows of an `<kind>_activity` view (address, device or ip): the same checks for a counterparty."""
+    """A counterparty's features (address, device or ip) at transactions' instants: the same checks,
+    and fraud rates that are shares within [0, 1]."""
     key = F.COUNTERPARTIES[kind]
     suite = gx.ExpectationSuite(name=f"{kind}_features")
     counts = [f"{kind}_txn_count_{w}" for w in F.SHORT_WINDOWS]
@@ -173,12 +174,11 @@ def counterparty_features(kind: str = "address", min_rows: int = 1) -> gx.Expect
     frauds = [f"{kind}_fraud_count_{w}" for w in F.RISK_WINDOWS]
     expectations: list[Any] = [
         E.ExpectTableColumnsToMatchSet(
-            column_set=[key, "event_timestamp", *F.counterparty_feature_names(kind)], exact_match=False
+            column_set=[key, "event_time", *F.counterparty_feature_names(kind)], exact_match=False
         ),
         E.ExpectTableRowCountToBeBetween(min_value=min_rows),
-        *(E.ExpectColumnValuesToNotBeNull(column=c) for c in [key, "event_timestamp", f"{kind}_first_seen", *counts]),
-        *(E.ExpectColumnValuesToBeBetween(column=c, min_value=1) for c in [*counts, *users]),
-        *(E.ExpectColumnValuesToBeBetween(column=c, min_value=0) for c in frauds),
+        *(E.ExpectColumnValuesToNotBeNull(column=c) for c in [key, "event_time"]),
+        *(E.ExpectColumnValuesToBeBetween(column=c, min_value=0) for c in [*counts, *users, *frauds]),
         *(  # a share of the window's transactions (smoothed), never above 1
             E.ExpectColumnValuesToBeBetween(column=f"{kind}_fraud_rate_{w}", min_value=0, max_value=1)
             for w in F.RISK_WINDOWS
@@ -191,12 +191,24 @@ def counterparty_features(kind: str = "address", min_rows: int = 1) -> gx.Expect
             for c, u in zip(counts, users, strict=True)
         ),
         E.ExpectColumnPairValuesAToBeGreaterThanB(
-            column_A="event_timestamp", column_B=f"{kind}_first_seen", or_equal=True
+            column_A="event_time",
+            column_B=f"{kind}_first_seen",
+            or_equal=False,
+            ignore_row_if="either_value_is_missing",
         ),
     ]
     for expectation in expectations:
         suite.add_expectation(expectation)
     return suite
+
+
+def features_frame(transactions: Any, labels: Any = None) -> Any:
+    """Each transaction's key columns with every entity feature at its instant (what the user and
+    counterparty suites validate): `fraud.aggregates.features_at` over the transactions themselves."""
+    from fraud import aggregates as A
+
+    keys = transactions[["transaction_id", "event_time", "user_id", *F.COUNTERPARTIES.values()]]
+    return keys.join(A.features_at(transactions, labels, transactions))
 
 
 def scoring_traffic(

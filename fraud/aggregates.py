@@ -470,6 +470,9 @@ def features_at(history: pd.DataFrame, labels: pd.DataFrame | None, queries: pd.
     for kind, col in F.COUNTERPARTIES.items():
         ent, index = built[kind]
         cols |= counterparty_at(kind, ent, index.get_indexer(pd.Index(queries[col])).astype(np.int64), tq)
+    for name, col in cols.items():
+        if col.dtype.kind == "M":  # times as tz-aware UTC, as the canonical columns are
+            cols[name] = pd.DatetimeIndex(col).tz_localize("UTC")
     return pd.DataFrame(cols, index=queries.index)
 
 

@@ -10,6 +10,7 @@ from unittest import mock
 import numpy as np
 import pandas as pd
 
+from fraud import aggregates as A
 from fraud import features as F
 from pipelines.simulator import generate as G
 from pipelines.simulator.config import BTC, ETH, SOL, SimConfig
@@ -42,15 +43,7 @@ def simulate(cfg: SimConfig, price_shock: float = 1.0) -> pd.DataFrame:
 
 def feature_frame(txns: pd.DataFrame) -> pd.DataFrame:
     """The model's features per transaction: user features strictly before it plus request features."""
-    rows = F.user_features(txns)
-    rows["_order"] = rows.groupby("user_id").cumcount()
-    before = rows.copy()
-    before["_order"] += 1  # the state after event k is what event k + 1 sees
-    keyed = txns[["transaction_id", "user_id"]].merge(
-        rows[["transaction_id", "_order"]], on="transaction_id", how="left"
-    )
-    stored = keyed.merge(before.drop(columns=["transaction_id"]), on=["user_id", "_order"], how="left")
-    stored.index = txns.index
+    stored = A.features_at(txns, None, txns)
     request = F.request_features(txns, stored)
     return F.model_matrix(stored, request)
 

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from data_quality import docs as D
 from data_quality.runner import ValidationSummary, validate
+from data_quality.suites import features_frame
 from data_quality.traffic import traffic_frame
 from fraud import features as F
 from fraud.settings import IngestSettings
@@ -41,13 +42,19 @@ def labels(history: History, txns: pd.DataFrame) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def user_rows(txns: pd.DataFrame) -> pd.DataFrame:
-    return F.user_features(txns).drop(columns=["transaction_id"])
+def at_instants(txns: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
+    return features_frame(txns, labels)
 
 
 @pytest.fixture(scope="module")
-def address_rows(txns: pd.DataFrame) -> pd.DataFrame:
-    return F.counterparty_features(txns, "address").drop(columns=["transaction_id"])
+def user_rows(at_instants: pd.DataFrame) -> pd.DataFrame:
+    return at_instants[["user_id", "event_time", *F.user_feature_names()]]
+
+
+@pytest.fixture(scope="module")
+def address_rows(at_instants: pd.DataFrame) -> pd.DataFrame:
+    rows = at_instants[["destination_address", "event_time", *F.counterparty_feature_names("address")]]
+    return rows[rows["destination_address"].notna()]
 
 
 @pytest.fixture(scope="module")
@@ -108,9 +115,10 @@ def test_user_features(user_rows: pd.DataFrame) -> None:
     assert validate(user_rows, "user_features").success, validate(user_rows, "user_features").report()
     schema_break = user_rows.drop(columns=["txn_count_7d"])
     assert_fails(validate(schema_break, "user_features"), "expect_table_columns_to_match_set", None)
-    nulls = user_rows.copy()
-    nulls.loc[nulls.index[::3], "usd_sum_24h"] = np.nan
-    assert_fails(validate(nulls, "user_features"), "expect_column_values_to_not_be_null", "usd_sum_24h")
+    assert user_rows["txn_count_total"].isna().any()  # a user's first transaction: nothing before it
+    negative = user_rows.copy()
+    negative.loc[negative.index[::3], "usd_sum_24h"] = -1.0
+    assert_fails(validate(negative, "user_features"), "expect_column_values_to_be_between", "usd_sum_24h")
     inconsistent = user_rows.copy()
     inconsistent.loc[inconsistent.index[:20], "txn_count_1h"] = inconsistent["txn_count_24h"].iloc[:20] + 1
     assert_fails(
@@ -118,12 +126,12 @@ def test_user_features(user_rows: pd.DataFrame) -> None:
         "expect_column_pair_values_a_to_be_greater_than_b",
         "txn_count_24h,txn_count_1h",
     )
-    leak = user_rows.copy()  # a feature time after the event it describes
-    leak.loc[leak.index[:20], "last_event_time"] = leak["event_timestamp"].iloc[:20] + pd.Timedelta(minutes=5)
+    leak = user_rows.copy()  # the transaction itself (or a later one) seen by its own features
+    leak.loc[leak.index[:20], "last_event_time"] = leak["event_time"].iloc[:20]
     assert_fails(
         validate(leak, "user_features"),
         "expect_column_pair_values_a_to_be_greater_than_b",
-        "event_timestamp,last_event_time",
+        "event_time,last_event_time",
     )
     doubled = user_rows.assign(**{c: user_rows[c] * 500 for c in ("txn_count_24h", "txn_count_7d", "txn_count_30d")})
     assert_fails(validate(doubled, "user_features"), "expect_column_mean_to_be_between", "txn_count_24h")
@@ -132,11 +140,11 @@ def test_user_features(user_rows: pd.DataFrame) -> None:
 def test_counterparty_features(address_rows: pd.DataFrame) -> None:
     assert validate(address_rows, "counterparty_features", kind="address").success
     leak = address_rows.copy()
-    leak.loc[leak.index[:10], "address_first_seen"] = leak["event_timestamp"].iloc[:10] + pd.Timedelta(days=1)
+    leak.loc[leak.index[:10], "address_first_seen"] = leak["event_time"].iloc[:10] + pd.Timedelta(days=1)
     assert_fails(
         validate(leak, "counterparty_features", kind="address"),
         "expect_column_pair_values_a_to_be_greater_than_b",
-        "event_timestamp,address_first_seen",
+        "event_time,address_first_seen",
     )
     nulls = address_rows.assign(destination_address=None)
     assert_fails(

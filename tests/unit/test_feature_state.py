@@ -58,6 +58,7 @@ def assert_same(a: pd.DataFrame, b: pd.DataFrame) -> None:
     for col in a.columns:
         x, y = a[col], b[col]
         if x.dtype.kind == "M" or y.dtype.kind == "M":
+            x, y = pd.to_datetime(x, utc=True), pd.to_datetime(y, utc=True)
             assert (x.isna() == y.isna()).all() and (x[x.notna()] == y[x.notna()]).all(), col
         else:
             np.testing.assert_allclose(x.to_numpy(float), y.to_numpy(float), rtol=1e-9, atol=1e-6, err_msg=col)

@@ -40,7 +40,7 @@ from fraud.dlq import dead_letter, error_text
 from fraud.event_time import EventTimePolicy
 from fraud.settings import IngestSettings
 from services.ingest import parse
-from services.scorer.core import TEXT_FEATURES, TIME_FEATURES, transaction_columns
+from services.scorer.core import TIME_FEATURES, transaction_columns
 
 MAX_EXAMPLES = 200
 FUZZ = settings(max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -317,7 +317,7 @@ def test_a_large_message_makes_a_dead_letter_within_the_bound(raw: bytes) -> Non
 
 # -- the request-time features -----------------------------------------------------------------------
 
-STORED_NUMERIC = sorted(set(F.stored_feature_names()) - TIME_FEATURES - TEXT_FEATURES)
+STORED_NUMERIC = sorted(set(F.stored_feature_names()) - TIME_FEATURES)  # known_* flags included
 plausible = st.floats(min_value=0.0, max_value=1e15, allow_subnormal=False) | st.just(math.nan)
 
 
@@ -338,9 +338,6 @@ def stored_columns(draw: st.DrawFn, txns: list[Transaction]) -> dict[str, np.nda
         times = np.array(us, dtype="datetime64[us]")
         times[np.array(draw(st.lists(st.booleans(), min_size=n, max_size=n)), dtype=bool)] = np.datetime64("NaT")
         out[name] = times
-    for name in draw(st.lists(st.sampled_from(sorted(TEXT_FEATURES)), unique=True)):
-        texts = draw(st.lists(st.none() | st.lists(ids, max_size=3).map(F.SEP.join), min_size=n, max_size=n))
-        out[name] = np.array(texts, dtype=object)
     return out
 
 

@@ -14,11 +14,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from feature_repo.repo import ALL_VIEWS
+from feature_repo.repo import ALL_VIEWS, KIND_OF_VIEW, state_fields
+from fraud import aggregates as A
 from fraud import features as F
 from fraud.contracts import Transaction, transaction_record
+from fraud.feature_state import FeatureState
 from fraud.settings import ScorerSettings
 from services.scorer import core
+from services.scorer.core import VIEW_KEYS
 from services.scorer.batcher import MicroBatcher, ThreadBatcher
 from services.scorer.metrics import Metrics
 from services.scorer.model_holder import ModelHolder, ServedModel
@@ -91,21 +94,46 @@ def txn(i: int = 1, **kw: object) -> Transaction:
     return Transaction.model_validate(base)
 
 
+def _user_history(n: int = 12) -> pd.DataFrame:
+    """A user's last 12 transactions over ten days, on devices dev-B and dev-C."""
+    return pd.DataFrame(
+        {
+            "transaction_id": [f"h{i}" for i in range(n)],
+            "event_time": [T0 - timedelta(hours=2) - timedelta(hours=20 * i) for i in range(n)],
+            "user_id": "u1",
+            "type": "deposit",
+            "asset": "BTC",
+            "amount": 0.1,
+            "amount_usd": [150.0 + 10 * i for i in range(n)],
+            "payment_method": "bank_transfer",
+            "destination_address": None,
+            "source_address": None,
+            "device_id": ["dev-B", "dev-C"] * (n // 2),
+            "ip_address": "192.0.2.1",
+            "country": "DE",
+            "channel": "web",
+        }
+    )
+
+
 def online_rows(txns: list[Transaction], known_user: bool = True) -> core.OnlineRows:
-    """Online values as the Feast edge returns them: a known user with some history, other entities absent."""
+    """Online values as the Feast edge returns them: the state of a known user (12 past transactions)
+    and of the device and IP it used, and its account; other entities absent."""
     n = len(txns)
-    values: dict[str, list[object]] = {name: [None] * n for name in F.stored_feature_names()}
+    values: dict[str, list[object]] = {name: [None] * n for view in ALL_VIEWS.values() for name in view[1]}
     as_of: dict[str, list[datetime | None]] = {view: [None] * n for view in ALL_VIEWS}
     if known_user:
-        values["txn_count_total"] = [12] * n
-        values["usd_mean_30d"] = [200.0] * n
-        values["usd_std_30d"] = [50.0] * n
-        values["balance_BTC"] = [1.0] * n
-        values["known_devices_30d"] = ["dev-B|dev-C"] * n
-        values["last_event_time"] = [T0 - timedelta(hours=2)] * n
+        state = FeatureState()
+        state.update(_user_history())
+        for view, kind in KIND_OF_VIEW.items():
+            key = VIEW_KEYS[view]
+            held = [state.rows[kind].get(getattr(t, key)) for t in txns]
+            for name in state_fields(kind):
+                part = name.rsplit("_", 1)[1]
+                values[name] = [None if r is None else getattr(r, part).ravel() for r in held]
+            as_of[view] = [None if r is None else T0 - timedelta(hours=2) for r in held]
         values["signup_time"] = [T0 - timedelta(days=400)] * n
         values["kyc_tier"] = [2] * n
-        as_of["user_activity"] = [T0 - timedelta(hours=2)] * n
         as_of["account"] = [T0 - timedelta(days=400)] * n
     return core.OnlineRows(values=values, as_of=as_of)
 
@@ -222,16 +250,19 @@ def test_an_explained_request_does_not_hold_up_the_requests_behind_it() -> None:
 
 
 def test_scorer_matrix_equals_the_training_matrix() -> None:
-    """The scorer's numpy columns and training's DataFrames go through one feature code, to the same values."""
+    """The scorer finishes the windows from the user's online row at the request's instant; training
+    evaluates the same functions over the history at the transaction's instant: the same matrix."""
     txns = [txn(1), txn(2, device_id="dev-B", asset="ETH", type="buy", payment_method="card", destination_address=None)]
     rows = online_rows(txns)
     frame = pd.DataFrame([transaction_record(t) for t in txns])
     frame["event_time"] = pd.to_datetime(frame["event_time"], utc=True)
-    stored = pd.DataFrame({k: pd.Series(v, dtype=object) for k, v in rows.values.items()})
-    for name in core.TIME_FEATURES & set(stored):
-        stored[name] = pd.to_datetime(stored[name], utc=True)
+    stored = A.features_at(_user_history(), None, frame)
+    stored["signup_time"] = pd.Timestamp(T0 - timedelta(days=400))
+    stored["kyc_tier"] = 2
     training = F.model_matrix(stored, F.request_features(frame, stored)).to_numpy()
-    np.testing.assert_array_equal(core.model_inputs(txns, rows), training)
+    served_matrix = core.model_inputs(txns, rows)
+    assert not np.isnan(served_matrix[:, NAMES.index("txn_count_30d")]).any()
+    np.testing.assert_allclose(served_matrix, training, rtol=1e-12, equal_nan=True)
 
 
 def test_request_features_come_from_the_shared_feature_code() -> None:
@@ -240,16 +271,17 @@ def test_request_features_come_from_the_shared_feature_code() -> None:
     assert list(X.columns) == NAMES
     assert X.loc["tx1", "new_device"] == 1 and X.loc["tx2", "new_device"] == 0  # dev-B is known to the user
     assert X.loc["tx1", "seconds_since_prev_txn"] == pytest.approx(7200.0)
-    assert X.loc["tx1", "amount_z_30d"] == pytest.approx((30_000.0 - 200.0) / 50.0)
-    assert X.loc["tx1", "balance_share_leaving"] == pytest.approx(0.5)
+    usd = _user_history()["amount_usd"]  # all within the last 30 days
+    assert X.loc["tx1", "amount_z_30d"] == pytest.approx((30_000.0 - usd.mean()) / usd.std(ddof=0))
+    assert X.loc["tx1", "balance_share_leaving"] == pytest.approx(0.5 / 1.2)  # 12 deposits of 0.1 BTC
     assert X["device_txn_count_24h"].isna().iloc[0]  # no device row: missing, not zero
 
 
 def test_missing_groups_and_freshness() -> None:
     txns = [txn(1), txn(2, type="buy", payment_method="card", destination_address=None)]
     results = core.score_batch(served(TinyBundle()), txns, online_rows(txns))
-    assert set(results[0].missing) == {"address_activity", "address_list", "device_activity", "ip_activity"}
-    assert set(results[1].missing) == {"device_activity", "ip_activity"}  # no address: address views do not apply
+    assert set(results[0].missing) == {"address_activity", "address_list", "device_activity"}  # dev-A is new
+    assert set(results[1].missing) == {"device_activity"}  # no address: the address views do not apply
     fresh = results[0].freshness["user_activity"]
     assert fresh.age_seconds == pytest.approx(7200.0) and fresh.as_of == T0 - timedelta(hours=2)
     unknown = core.score_batch(served(TinyBundle()), txns[:1], online_rows(txns[:1], known_user=False))[0]
