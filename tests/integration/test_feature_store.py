@@ -11,9 +11,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from feature_repo.repo import ALL_VIEWS
+from fraud import aggregates as A
+from fraud import features as F
+from fraud import history as H
 from fraud import store as S
+from fraud.contracts import Transaction
 from fraud.settings import BackfillSettings
-from pipelines.backfill import backfill
+from pipelines.backfill import backfill, online_view_rows
 from pipelines.training_set import training_frame
 from tests.factories import history, labels_for
 
@@ -80,8 +85,11 @@ def test_point_in_time_rows_see_only_the_past(tmp_path: Path) -> None:
     assert frame.loc["tx2", "txn_count_total"] == 1
     assert frame.loc["tx2", "usd_sum_24h"] == pytest.approx(200.0)  # tx1 only, not tx2's own 300
     assert frame.loc["tx4", "txn_count_total"] == 2
-    # device risk: tx3's fraud label (known at +150 min) is invisible to rows before it was known
-    assert frame.loc["tx4", "device_fraud_count_7d"] == 0  # device row as of tx3 (label unknown then)
+    # device risk: tx3's fraud label, known at +150 min, counts for tx4 at +180 min with no event of the
+    # device in between (a label is an event of its own), and for nothing before +150 min
+    assert frame.loc["tx3", "device_fraud_count_7d"] == 0
+    assert frame.loc["tx4", "device_fraud_count_7d"] == 1
+    assert frame.loc["tx4", "device_fraud_rate_7d"] > frame.loc["tx3", "device_fraud_rate_7d"]
     assert frame.loc["tx4", "device_distinct_users_24h"] == 2  # u1 and u2, not u1 again via tx4 itself
     # request-time flags from the stored state before the transaction
     assert frame.loc["tx1", "new_device"] == 1 and frame.loc["tx2", "new_device"] == 0
@@ -108,52 +116,58 @@ def test_backfill_reports_bad_rows_and_materializes_latest_values(tmp_path: Path
     assert report.transactions_in == 400 and report.transactions_rejected == 4
     rejects = pd.read_csv(report.rejects_path)  # type: ignore[arg-type]
     assert sorted(rejects.error.str.split(":").str[0]) == ["amount", "asset", "destination_address", "event_time"]
-    # online: the latest state of each user equals the last batch row
-    from pipelines.backfill import compute_view_rows
-
-    rows = compute_view_rows(ev, labels)["user_activity"].sort_values("event_timestamp").groupby("user_id").last()
+    # online: each entity's row is the state a stream of the same history ends with
+    expected = online_view_rows(ev, labels)
     store = S.open_store(settings)
-    online = S.online_features(store, [{"user_id": u} for u in rows.index], view="user_activity").set_index("user_id")
-    for col in ("txn_count_total", "distinct_devices_7d", "known_devices_30d"):
-        assert list(online.loc[rows.index, col]) == list(rows[col]), col
-    for col in ("usd_sum_30d", "balance_BTC", "usd_std_30d"):
-        assert list(online.loc[rows.index, col]) == pytest.approx(list(rows[col])), col
-    # a second backfill replaces the first one: the offline store holds each row once
+    for view in ("user_activity", "device_activity"):
+        key, fields = ALL_VIEWS[view][0].join_key, ALL_VIEWS[view][1]
+        want = expected[view].set_index(key)
+        online = S.online_features(store, [{key: k} for k in want.index], view=view).set_index(key)
+        for field in fields:
+            for k in want.index:
+                np.testing.assert_allclose(
+                    np.asarray(online.loc[k, field]), want.loc[k, field], rtol=1e-12, err_msg=field
+                )
+    # a second backfill replaces the first one: the history holds each event once
     backfill(settings, tmp_path / "t.csv", tmp_path / "l.parquet", show_progress=False)
-    offline = pd.read_parquet(S.view_path(settings.offline_dir, "user_activity"))
-    assert len(offline) == 400
+    assert len(H.read(settings.data_dir, "transactions")) == 400
 
 
-def test_backfill_in_worker_processes_writes_what_the_serial_computation_gives(tmp_path: Path) -> None:
-    from pipelines.backfill import VIEW_OF_KIND, compute_view_rows
+def test_online_rows_of_a_backfill_serve_what_training_computes(tmp_path: Path) -> None:
+    """Read back through Feast, the rows serve a request at t exactly what a training row at t gets."""
+    from services.scorer.core import stored_columns, transaction_columns
+    from services.scorer.online import OnlineFeatureReader
 
     ev = history(n=600, users=10, seed=6)
     labels = labels_for(ev)
     ev.to_parquet(tmp_path / "t.parquet")
     labels.to_parquet(tmp_path / "l.parquet")
-    settings = BackfillSettings(data_dir=tmp_path / "data", backfill_workers=3)  # 3 user shards, more than cores
+    settings = _settings(tmp_path)
     report = backfill(settings, tmp_path / "t.parquet", tmp_path / "l.parquet", show_progress=False)
-    serial = compute_view_rows(ev, labels)
-    assert set(report.offline_rows) == {"user_activity", *VIEW_OF_KIND.values()}
-    for view, expected in serial.items():
-        got = S.read_offline(settings, view)
-        columns = [c for c in expected.columns if c in got.columns]  # the offline store keeps the view's fields
-        assert len(columns) > 10
-        key = [columns[0], "event_timestamp"]
-        expected = expected[columns].sort_values(key, kind="stable").reset_index(drop=True)
-        got = got[columns].sort_values(key, kind="stable").reset_index(drop=True)
-        assert report.offline_rows[view] == len(expected)
-        pd.testing.assert_frame_equal(got, expected, check_dtype=False)
     assert report.online_rows["user_activity"] == ev.user_id.nunique()
+    later = ev.sample(40, random_state=1).reset_index(drop=True)
+    later["event_time"] = ev.event_time.max() + pd.to_timedelta(np.arange(40) * 7_777_777_777, unit="us")
+    later["transaction_id"] = [f"new{i}" for i in range(40)]
+    requests = [Transaction.model_validate(r) for r in later.to_dict("records")]
+    reader = OnlineFeatureReader(S.open_store(settings), timeout_s=10, retry_s=1)
+    served = stored_columns(reader.read(requests), transaction_columns(requests))
+    training = A.features_at(ev, labels, later)
+    checked = 0
+    for name in training.columns:
+        got, want = served[name], training[name]
+        if want.dtype.kind == "M":
+            assert list(pd.to_datetime(got, utc=True)) == list(want), name
+        else:
+            np.testing.assert_allclose(np.asarray(got, dtype=float), want.to_numpy(float), rtol=1e-9, err_msg=name)
+        checked += 1
+    assert checked == len(F.user_feature_names()) + sum(len(F.counterparty_feature_names(k)) for k in F.COUNTERPARTIES)
 
 
 def _writer(data_dir: str, seconds: float) -> None:
     settings = BackfillSettings(data_dir=Path(data_dir))
     store = S.open_store(settings)
     ev = history(n=200, users=50, seed=8)
-    from fraud import features as F
-
-    rows = F.user_features(ev)
+    rows = online_view_rows(ev, None)["user_activity"]
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         S.write_online(store, "user_activity", rows.assign(event_timestamp=pd.Timestamp.now(tz="UTC")))
@@ -182,11 +196,8 @@ def test_write_online_stores_what_feast_write_to_online_store_stores(tmp_path: P
     `write_to_online_store` of the same rows: every view, every field, nulls and timestamps included."""
     import sqlite3
 
-    from feature_repo.repo import ALL_VIEWS
-    from pipelines.backfill import compute_view_rows
-
     events = history(n=600, users=40, seed=13)
-    rows = compute_view_rows(events, labels_for(events, seed=13))
+    rows = online_view_rows(events, labels_for(events, seed=13), _accounts(events))
     ours, feast = _settings(tmp_path / "ours"), _settings(tmp_path / "feast")
     ours_store, feast_store = S.apply(ours), S.apply(feast)
     for view in ALL_VIEWS:
@@ -196,25 +207,18 @@ def test_write_online_stores_what_feast_write_to_online_store_stores(tmp_path: P
         feast_store.write_to_online_store(view, S.to_feast_frame(view, S.latest_per_entity(view, rows[view])))
     checked, expected = 0, 0
     for view in rows:
-        expected += rows[view][ALL_VIEWS[view][0].join_key].nunique() * len(S.FIELDS[view])
+        expected += rows[view][ALL_VIEWS[view][0].join_key].nunique() * len(ALL_VIEWS[view][1])
         table = f"{ours.feast_project}_{view}"
         query = f"SELECT entity_key, feature_name, value, event_ts FROM {table} ORDER BY entity_key, feature_name"
         with sqlite3.connect(ours.online_path) as a, sqlite3.connect(feast.online_path) as b:
             mine, theirs = a.execute(query).fetchall(), b.execute(query).fetchall()
         assert mine == theirs, view
         checked += len(mine)
-    assert checked == expected > 200  # one record per entity and field
+    assert checked == expected > 150  # one record per entity and field
 
 
-@pytest.mark.parametrize("per_view", [False, True], ids=["sqlite-one-query", "provider-per-view"])
-def test_online_store_returns_times_to_the_microsecond(tmp_path: Path, per_view: bool) -> None:
-    """Sub-second `last_event_time`, `*_first_seen` and `signup_time` read back online (through Feast's SDK
-    and through the scorer's reads) equal the offline values to the microsecond: `seconds_since_prev_txn`
-    and the ages are the same in training and serving."""
-    from services.scorer.online import ENTITY_KEYS, OnlineFeatureReader
-
-    ev = history(n=300, users=10, seed=31)
-    accounts = pd.DataFrame(
+def _accounts(ev: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame(
         {
             "user_id": sorted(ev.user_id.unique()),
             "signup_time": pd.Timestamp("2025-11-02 03:04:05.678901", tz="UTC")
@@ -223,6 +227,17 @@ def test_online_store_returns_times_to_the_microsecond(tmp_path: Path, per_view:
             "country_of_residence": "DE",
         }
     )
+
+
+@pytest.mark.parametrize("per_view", [False, True], ids=["sqlite-one-query", "provider-per-view"])
+def test_online_store_returns_times_to_the_microsecond(tmp_path: Path, per_view: bool) -> None:
+    """Sub-second `signup_time` and the event times in the entities' state read back online (through
+    Feast's SDK and through the scorer's reads) equal the offline values to the microsecond: ages and
+    windows are the same in training and serving."""
+    from services.scorer.online import ENTITY_KEYS, OnlineFeatureReader
+
+    ev = history(n=300, users=10, seed=31)
+    accounts = _accounts(ev)
     ev.to_parquet(tmp_path / "t.parquet")
     labels_for(ev, seed=31).to_parquet(tmp_path / "l.parquet")
     accounts.to_parquet(tmp_path / "a.parquet")
@@ -230,22 +245,15 @@ def test_online_store_returns_times_to_the_microsecond(tmp_path: Path, per_view:
     backfill(settings, tmp_path / "t.parquet", tmp_path / "l.parquet", tmp_path / "a.parquet", show_progress=False)
     store = S.open_store(settings)
     reader = OnlineFeatureReader(store, timeout_s=10, retry_s=1, per_view=per_view)
-    checked = 0
-    for view, key, name in [
-        ("user_activity", "user_id", "last_event_time"),
-        ("account", "user_id", "signup_time"),
-        ("device_activity", "device_id", "device_first_seen"),
-        ("ip_activity", "ip_address", "ip_first_seen"),
-        ("address_activity", "destination_address", "address_first_seen"),
-    ]:
-        offline = S.latest_per_entity(view, S.read_offline(settings, view)).set_index(key)[name]
-        offline = pd.to_datetime(offline, utc=True)
-        assert (offline.dt.microsecond != 0).all(), name  # the fixture has microseconds to lose
-        keys = list(offline.index)
-        sdk = S.online_features(store, [{key: k} for k in keys], view=view)
-        assert list(pd.to_datetime(sdk[name], utc=True)) == list(offline), (name, "sdk")
-        requests = [SimpleNamespace(**(dict.fromkeys(ENTITY_KEYS, "") | {key: k})) for k in keys]
-        scorer = reader.read(requests).values[name]  # type: ignore[arg-type]
-        assert list(scorer) == list(offline.dt.tz_localize(None).to_numpy(dtype="datetime64[us]")), (name, "scorer")
-        checked += len(keys)
-    assert checked > 20
+    offline = S.read_offline(settings, "account").set_index("user_id")["signup_time"]
+    assert (offline.dt.microsecond != 0).all()  # the fixture has microseconds to lose
+    users = list(offline.index)
+    sdk = S.online_features(store, [{"user_id": u} for u in users], view="account")
+    assert list(pd.to_datetime(sdk["signup_time"], utc=True)) == list(offline)
+    requests = [SimpleNamespace(**(dict.fromkeys(ENTITY_KEYS, "") | {"user_id": u})) for u in users]
+    read = reader.read(requests)  # type: ignore[arg-type]
+    assert list(read.values["signup_time"]) == list(offline.dt.tz_localize(None).to_numpy(dtype="datetime64[us]"))
+    times = {u: np.sort(F.to_micros(ev.loc[ev.user_id == u, "event_time"])) for u in users}
+    for u, events in zip(users, read.values["user_events"], strict=True):
+        held = events.reshape(-1, len(A.USER_COLUMNS))[:, 0]
+        np.testing.assert_array_equal(held.astype(np.int64), times[u][-len(held) :])

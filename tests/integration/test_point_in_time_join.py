@@ -1,4 +1,5 @@
-"""`as_of_join` (pandas, for large sets) returns exactly what Feast's `get_historical_features` returns."""
+"""Reference features: `as_of_join` (pandas, for large sets) returns exactly what Feast's
+`get_historical_features` returns; training reads only committed files."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from fraud import aggregates as A
+from fraud import history as H
 from fraud import store as S
 from fraud.atomic import AtomicBatch, staging_folder
 from fraud.settings import BackfillSettings
@@ -29,7 +32,7 @@ def _same(a: pd.Series, b: pd.Series) -> np.ndarray:
     return np.isclose(a.astype(float), b.astype(float), rtol=1e-9, atol=0, equal_nan=True)
 
 
-def _backfilled(tmp_path: Path) -> tuple[pd.DataFrame, BackfillSettings]:
+def _backfilled(tmp_path: Path) -> tuple[pd.DataFrame, pd.DataFrame, BackfillSettings]:
     """A small history with labels, accounts and address lists, backfilled into a fresh store."""
     ev = history(n=300, users=15, seed=21)
     ev["event_time"] = ev["event_time"] + pd.to_timedelta(np.arange(len(ev)), unit="ms")  # no tied timestamps
@@ -61,11 +64,11 @@ def _backfilled(tmp_path: Path) -> tuple[pd.DataFrame, BackfillSettings]:
         tmp_path / "lists.parquet",
         show_progress=False,
     )
-    return ev, settings
+    return ev, labels, settings
 
 
 def test_as_of_join_equals_feast_on_a_sample(tmp_path: Path) -> None:
-    ev, settings = _backfilled(tmp_path)
+    ev, labels, settings = _backfilled(tmp_path)
     store = S.open_store(settings)
     # every transaction (each user's first one has only later rows), plus probes before any history
     # and with unknown entities: all must come back missing, never dropped
@@ -87,29 +90,36 @@ def test_as_of_join_equals_feast_on_a_sample(tmp_path: Path) -> None:
     mismatched = {c: int((~_same(fast[c], reference[c])).sum()) for c in fast.columns}
     assert not {c: n for c, n in mismatched.items() if n}, mismatched
     # the cases that matter were exercised
-    assert fast.loc[len(ev) :, "txn_count_total"].isna().all()  # probes and strangers: missing
-    first_of_user = ~ev.sort_values("event_time").duplicated("user_id")
-    assert fast.loc[first_of_user[first_of_user].index, "txn_count_total"].isna().all()
+    assert fast.loc[len(ev) :, "kyc_tier"].isna().all()  # probes and strangers: missing
     assert fast["on_sanctions_list"].eq(1).any() and fast["on_mixer_list"].isna().any()
     assert fast["kyc_tier"].notna().any() and fast["kyc_tier"].isna().any()
-    # the dispatcher picks one or the other; both agree, so callers cannot tell
-    assert stored_features_before(store, lookups).shape == fast.shape
+    # the dispatcher picks one or the other (both agree, so callers cannot tell), beside the entity features
+    both = stored_features_before(store, lookups, ev, labels)
+    assert list(both.columns) == [*A.features_at(ev, labels, lookups.head(1)).columns, *fast.columns]
+    assert both.loc[len(ev) :, "txn_count_total"].isna().all()
 
 
 def test_training_reads_only_committed_offline_files(tmp_path: Path) -> None:
-    """A staged file (an ingest batch not yet committed, or cut short by a crash) is not read."""
-    ev, settings = _backfilled(tmp_path)
+    """A staged file (an ingest batch not yet committed, or cut short by a crash) is not read: neither a
+    reference view's part nor a part of the event history."""
+    ev, _, settings = _backfilled(tmp_path)
     store = S.open_store(settings)
     before = as_of_join(store, ev)
-    rows = S.read_offline(settings, "user_activity").head(50)
-    rows["txn_count_total"] = 999_999
-    rows["event_timestamp"] = rows["event_timestamp"] - pd.Timedelta(microseconds=1)  # would win every join
+    rows = S.read_offline(settings, "account").head(5)
+    rows["kyc_tier"] = 99
+    rows["event_timestamp"] = rows["event_timestamp"] + pd.Timedelta(microseconds=1)  # would win every join
     batch = AtomicBatch(tmp_path / "manifests")
-    batch.stage(
-        S.view_path(settings.offline_dir, "user_activity") / "part-staged.parquet", S.to_table("user_activity", rows)
+    batch.stage(S.view_path(settings.offline_dir, "account") / "part-staged.parquet", S.to_table("account", rows))
+    assert any(staging_folder(S.view_path(settings.offline_dir, "account")).iterdir())
+    H.append(
+        settings.data_dir,
+        "transactions",
+        ev.head(50).assign(transaction_id=lambda d: "x" + d["transaction_id"]),
+        tag="ingest",
+        batch=batch,
     )
-    assert any(staging_folder(S.view_path(settings.offline_dir, "user_activity")).iterdir())
     for join in (as_of_join, feast_join):
         got = join(store, ev)
-        assert not (got["txn_count_total"] == 999_999).any(), join.__name__
-        pd.testing.assert_series_equal(got["txn_count_total"], before["txn_count_total"], check_dtype=False)
+        assert not (got["kyc_tier"] == 99).any(), join.__name__
+        pd.testing.assert_series_equal(got["kyc_tier"], before["kyc_tier"], check_dtype=False)
+    assert len(H.read(settings.data_dir, "transactions")) == len(ev)  # the staged history part is not read
