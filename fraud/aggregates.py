@@ -467,13 +467,12 @@ def features_at(history: pd.DataFrame, labels: pd.DataFrame | None, queries: pd.
     cols: dict[str, np.ndarray] = {}
     ent, index = built["user"]
     cols |= user_at(ent, index.get_indexer(pd.Index(queries["user_id"])).astype(np.int64), tq, own_values(queries))
-    for kind, col in F.COUNTERPARTIES.items():
+    for kind, key in F.COUNTERPARTIES.items():
         ent, index = built[kind]
-        cols |= counterparty_at(kind, ent, index.get_indexer(pd.Index(queries[col])).astype(np.int64), tq)
-    for name, col in cols.items():
-        if col.dtype.kind == "M":  # times as tz-aware UTC, as the canonical columns are
-            cols[name] = pd.DatetimeIndex(col).tz_localize("UTC")
-    return pd.DataFrame(cols, index=queries.index)
+        cols |= counterparty_at(kind, ent, index.get_indexer(pd.Index(queries[key])).astype(np.int64), tq)
+    # times as tz-aware UTC, as the canonical columns are
+    out = {name: pd.DatetimeIndex(c).tz_localize("UTC") if c.dtype.kind == "M" else c for name, c in cols.items()}
+    return pd.DataFrame(out, index=queries.index)
 
 
 Row = tuple[np.ndarray, np.ndarray, np.ndarray | None]  # an online row: flat events, carry, label times

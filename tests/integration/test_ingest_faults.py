@@ -33,12 +33,10 @@ import pyarrow.parquet as pq
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
-from feature_repo.repo import ALL_VIEWS
 from fraud import atomic, history
 from fraud import store as S
 from fraud.settings import IngestSettings
-from pipelines.backfill import compute_view_rows
-from services.ingest import STREAMING, build
+from services.ingest import build
 from tests.factories import history as make_history
 from tests.integration.test_ingest import (
     ROOT,
@@ -49,6 +47,7 @@ from tests.integration.test_ingest import (
     _spawn_ingest,
     _wait_parts,
 )
+from tests.online_check import assert_serves_the_history
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 EMULATION = ROOT / "infra" / "compose_emulation.sh"
@@ -109,44 +108,14 @@ def _account(
     sources = {(int(x["source_partition"]), int(x["source_offset"])) for x in letters}
     assert sources == bad_offsets
     assert produced == len(hist) + len(sources) + _quarantined(settings.data_dir)
-    for view in STREAMING:  # nothing staged is left, every visible part is whole
-        assert not list(atomic.staging_folder(S.view_path(settings.offline_dir, view)).glob("*"))
-        pq.read_table(S.view_path(settings.offline_dir, view))
-
-
-def _views(settings: IngestSettings) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
-    """Per streaming view: its offline rows (sorted) and its online rows for every entity it holds."""
-    store = S.open_store(settings)
-    out = {}
-    for view in STREAMING:
-        key = ALL_VIEWS[view][0].join_key
-        offline = S.read_offline(settings, view)
-        offline = offline.sort_values(list(offline.columns), kind="stable").reset_index(drop=True)
-        entities = sorted(offline[key].unique())
-        online = S.online_features(store, [{key: e} for e in entities], view=view)
-        out[view] = (offline, online.sort_values(key).reset_index(drop=True))
-    return out
+    folder = history.folder(settings.data_dir, "transactions")  # nothing staged is left, every part is whole
+    assert not list(atomic.staging_folder(folder).glob("*"))
+    pq.read_table(folder)
 
 
 def _assert_equals_backfill(settings: IngestSettings, events: pd.DataFrame) -> None:
-    """Offline rows equal the backfill's rows of the same events, online rows its latest per entity."""
-    backfilled = compute_view_rows(events, None)
-    for view, (offline, online) in _views(settings).items():
-        key = ALL_VIEWS[view][0].join_key
-        want = backfilled[view][offline.columns]
-        want = want.sort_values(list(want.columns), kind="stable").reset_index(drop=True)
-        # rtol: running-sum variance carries float noise of ~1e-8 where the spread is tiny against the mean
-        pd.testing.assert_frame_equal(offline, want, check_dtype=False, check_exact=False, rtol=1e-6, obj=view)
-        latest = S.latest_per_entity(view, backfilled[view]).set_index(key).sort_index()
-        got = online.set_index(key).sort_index()
-        assert list(got.index) == list(latest.index), view
-        for col in got.columns:
-            if pd.api.types.is_numeric_dtype(got[col]):
-                np.testing.assert_allclose(
-                    got[col].to_numpy(float), latest[col].to_numpy(float), rtol=1e-6, atol=1e-6, err_msg=f"{view}.{col}"
-                )
-            else:
-                assert list(got[col]) == list(latest[col]), f"{view}.{col}"
+    """The online store serves what training computes over the same events (`tests.online_check`)."""
+    assert_serves_the_history(settings, events)
 
 
 def _interleave(good: list[tuple[bytes, bytes]], bad: list[tuple[bytes, bytes]], seed: int) -> list[Any]:
@@ -253,10 +222,11 @@ def test_kill_9_three_times_at_seeded_random_moments_reaches_the_uninterrupted_e
             proc.kill()
 
     _account(crash, kafka_bootstrap, good_ids, produced, _bad_offsets(kafka_bootstrap, topic, good_ids))
-    for view, (ref_off, ref_on) in _views(ref).items():
-        got_off, got_on = _views(crash)[view]
-        pd.testing.assert_frame_equal(got_off, ref_off, obj=f"{view} offline after kills {kills}")
-        pd.testing.assert_frame_equal(got_on, ref_on, obj=f"{view} online after kills {kills}")
+    ref_ids = sorted(_history_rows(ref.data_dir).transaction_id)
+    assert sorted(_history_rows(crash.data_dir).transaction_id) == ref_ids, f"history after kills {kills}"
+    good_events = _history_rows(ref.data_dir)
+    for run in (ref, crash):  # both serve what training computes over the same events
+        assert_serves_the_history(run, good_events)
 
 
 # -- 2. a full disk on the offline path -----------------------------------------------------------
@@ -319,7 +289,7 @@ def test_full_disk_on_the_offline_path_stops_clearly_commits_nothing_past_it_the
         assert rc == 3, text[-4000:]
         failed = re.search(r"ingest stopped: offline write to (\S+) failed: no space left on device \(ENOSPC\)", text)
         assert failed, text[-4000:]
-        folders = [history.folder(data_dir, "transactions")] + [S.view_path(offline_dir, v) for v in STREAMING]
+        folders = [history.folder(data_dir, "transactions")]
         assert failed.group(1) in {str(f) for f in folders}
         assert "Traceback" not in text, text[-4000:]
 

@@ -8,6 +8,7 @@ at event times, exactly on window edges, and days after an entity's last event.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -80,7 +81,7 @@ def _queries(ev: pd.DataFrame, rng: np.random.Generator, n: int) -> pd.DataFrame
     """Query transactions at event times, on every window's edges, at random times, and days after the end."""
     t = F.to_micros(ev["event_time"])
     picks = rng.integers(0, len(ev), n)
-    widths = np.array(list(F.WINDOWS.values()) + [F.WINDOWS["1h"] * 0])
+    widths = np.array([*F.WINDOWS.values(), 0])
     at = t[picks] + rng.choice(widths, n) * rng.choice([0, 1], n) + rng.choice([0, 0, 1, -1], n)
     at[: n // 4] = rng.integers(t.min(), t.max() + 5 * 86400 * US, n // 4)  # random, some after everything
     at[-3:] = t.max() + np.array([3, 9, 40]) * 86400 * US  # idle for days
@@ -104,7 +105,7 @@ def _check(ev: pd.DataFrame, labels: pd.DataFrame, q: pd.DataFrame, cap: int) ->
             expected |= _ref_counterparty(ev, labels, kind, row, cap)
         names = F.user_feature_names() + [n for k in F.COUNTERPARTIES for n in F.counterparty_feature_names(k)]
         for name in names:
-            value = got.at[i, name]
+            value: Any = got.at[i, name]
             if isinstance(value, np.datetime64 | pd.Timestamp) or got[name].dtype.kind == "M":
                 value = np.nan if pd.isna(value) else float(pd.Timestamp(value).value // 1000)
             want = expected.get(name, math.nan)
@@ -134,7 +135,7 @@ def test_an_idle_user_is_served_the_windows_of_now_not_of_its_last_event() -> No
     q["event_time"] = last + pd.Timedelta(days=3)
     got = A.features_at(ev, labels_for(ev), q).iloc[0]
     assert got["txn_count_1h"] == 0 and got["txn_count_24h"] == 0
-    seven = ((ev["event_time"] >= last + pd.Timedelta(days=3) - pd.Timedelta(days=7))).sum()
+    seven = (ev["event_time"] >= last + pd.Timedelta(days=3) - pd.Timedelta(days=7)).sum()
     assert got["txn_count_7d"] == seven
     assert got["txn_count_total"] == len(ev)
 

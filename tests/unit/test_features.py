@@ -20,8 +20,9 @@ def _just_after(ev: pd.DataFrame) -> pd.DataFrame:
 
 def _complete(events: pd.DataFrame) -> pd.DataFrame:
     """Counterparty-only test events with the other canonical columns filled in."""
-    fill = {"type": "send", "asset": "BTC", "amount": 0.01, "amount_usd": 100.0, "payment_method": "crypto"}
-    return events.assign(**fill, source_address=None, country="DE", channel="web")
+    return events.assign(
+        type="send", asset="BTC", amount=0.01, amount_usd=100.0, payment_method="crypto", source_address=None
+    ).assign(country="DE", channel="web")
 
 
 def _user_events(*rows: tuple[str, str, float, float, str]) -> pd.DataFrame:

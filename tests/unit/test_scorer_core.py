@@ -21,8 +21,8 @@ from fraud.contracts import Transaction, transaction_record
 from fraud.feature_state import FeatureState
 from fraud.settings import ScorerSettings
 from services.scorer import core
-from services.scorer.core import VIEW_KEYS
 from services.scorer.batcher import MicroBatcher, ThreadBatcher
+from services.scorer.core import VIEW_KEYS
 from services.scorer.metrics import Metrics
 from services.scorer.model_holder import ModelHolder, ServedModel
 from services.scorer.service import ScoringService
