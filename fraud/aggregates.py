@@ -220,16 +220,16 @@ class _Located:
 
 
 def _group_cumsum(x: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """Running sums of each column that restart at each group (float error stays the entity's own)."""
+    """Running sums of each column that restart at each group (so the float error stays the entity's
+    own): plain sequential sums, one `np.cumsum` per group, the same arithmetic for one entity's online
+    row as for a whole history."""
+    out = np.empty_like(x)
     if not len(x):
-        return x.copy()
-    starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
-    if len(starts) <= 256:  # few entities (the scorer): one cumsum each, the same sequential sums
-        out = np.empty_like(x)
-        for a, b in zip(starts.tolist(), [*starts[1:].tolist(), len(x)], strict=True):
-            np.cumsum(x[a:b], axis=0, out=out[a:b])
         return out
-    return np.ascontiguousarray(pd.DataFrame(x).groupby(g, sort=False).cumsum().to_numpy())
+    starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]]).tolist()
+    for a, b in zip(starts, [*starts[1:], len(x)], strict=True):
+        np.cumsum(x[a:b], axis=0, out=out[a:b])
+    return out
 
 
 def _range_sums(cs: np.ndarray, lo: np.ndarray, hi: np.ndarray, gs: np.ndarray) -> np.ndarray:
@@ -346,10 +346,11 @@ def user_at(ent: Entities, gq: np.ndarray, tq: np.ndarray, own: dict[str, np.nda
         sums = _range_sums(cs, lo, loc.hi, loc.gs)
         count = (loc.hi - lo).astype(np.float64)
         res[f"txn_count_{w}"] = count
-        res[f"usd_sum_{w}"] = sums[:, 0]
+        res[f"usd_sum_{w}"] = np.where(count > 0, sums[:, 0], 0.0)  # nothing counted: exactly 0, not float noise
         for j, typ in enumerate(F.TYPES):
-            res[f"{typ}_count_{w}"] = np.rint(sums[:, 2 + 2 * j])
-            res[f"{typ}_usd_{w}"] = sums[:, 3 + 2 * j]
+            typed = np.rint(sums[:, 2 + 2 * j])
+            res[f"{typ}_count_{w}"] = typed
+            res[f"{typ}_usd_{w}"] = np.where(typed > 0, sums[:, 3 + 2 * j], 0.0)
         for name in F.DISTINCT_USER_FIELDS:
             res[f"distinct_{name}_{w}"] = distinct[name][k].astype(np.float64)
         if w == "30d":

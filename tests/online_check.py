@@ -49,6 +49,7 @@ def assert_serves_the_history(
             assert list(pd.to_datetime(got[name], utc=True)) == list(want[name]), name
         else:
             # rtol: the spread of a window is E[x^2] - E[x]^2 from running sums, noisy where it is nil
-            np.testing.assert_allclose(got[name].to_numpy(float), want[name].to_numpy(float), rtol=1e-6, err_msg=name)
+            got_values, want_values = got[name].to_numpy(float), want[name].to_numpy(float)
+            np.testing.assert_allclose(got_values, want_values, rtol=1e-6, atol=1e-6, err_msg=name)
     assert want["txn_count_total"].notna().all()
     return len(queries)
