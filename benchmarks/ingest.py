@@ -7,7 +7,10 @@ Needs the local broker (infra/kafka/broker.sh start). Three measurements in one 
 2. floor: Feast's own `write_to_online_store` for the same feature rows in large batches (what no
    ingest can beat: the store write itself);
 3. freshness: events stamped "now" produced at a fixed rate, event time to online write, p50/p99
-   in the steady state (the first --warmup-seconds of traffic are processed, not measured).
+   in the steady state (the first --warmup-seconds of traffic are processed, not measured); beside
+   them, fraud labels (one per --label-every events, sent --label-delay-seconds after their event,
+   stamped "now") through `fraud ingest-labels` into the label history, and label time to the online
+   write of the risk features they change (`label_freshness_p50_s`/`_p99_s`).
 Writes benchmarks/results/ingest.json and prints a table.
 """
 
@@ -65,6 +68,7 @@ def _consume(ingestor: Any, done: Callable[[], bool], give_up_s: float = 30.0) -
     last_batch = time.monotonic()
     while True:
         records = ingestor.poll_batch()
+        ingestor.refresh_labels()  # as `Ingestor.run` does: labels go online events or not
         if not records and not ingestor.pending:
             ingestor.commit(flush=True)
             if done() or time.monotonic() - last_batch > give_up_s:
@@ -101,18 +105,18 @@ def sustained(events: pd.DataFrame, tmp: Path) -> dict[str, Any]:
 
 
 def floor(events: pd.DataFrame, tmp: Path) -> dict[str, Any]:
-    """Feast write_to_online_store of every view's rows for these events, 10k rows a call."""
+    """Feast write_to_online_store of every view's rows after these events, 10k rows a call."""
     from fraud import store as S
     from fraud.settings import FeatureStoreSettings
-    from pipelines.backfill import compute_view_rows
+    from pipelines.backfill import online_view_rows
 
     settings = FeatureStoreSettings(data_dir=tmp / "floor")
     store = S.apply(settings)
-    rows = compute_view_rows(events, None)
+    rows = online_view_rows(events, None)
     seconds = 0.0
     written = 0
     for view in ("user_activity", "address_activity", "device_activity", "ip_activity"):
-        frame = S.to_feast_frame(view, rows[view])  # the view's Feast fields (packs as arrays), as ingest writes
+        frame = S.to_feast_frame(view, rows[view])  # each entity's state in its array fields, as ingest writes
         for start in range(0, len(frame), 10_000):
             chunk = frame.iloc[start : start + 10_000]
             t0 = time.perf_counter()
@@ -144,7 +148,39 @@ def _produce_live(
     producer.close()
 
 
-def freshness(events: pd.DataFrame, tmp: Path, rate: float, duration: float, warmup: float) -> dict[str, Any]:
+def _produce_labels(topic: str, rate: float, duration: float, every: int, delay: float) -> None:
+    """A fraud label for every `every`-th live event, `delay` seconds after it, stamped with the wall clock."""
+    from fraud.contracts import FraudLabel
+    from fraud.kafka import make_producer
+
+    producer = make_producer(BOOTSTRAP, linger_ms=5)
+    t0 = time.perf_counter()
+    for i in range(0, int(rate * duration), every):
+        wait = t0 + i / rate + delay - time.perf_counter()
+        if wait > 0:
+            time.sleep(wait)
+        label = FraudLabel(
+            transaction_id=f"live-{i}", is_fraud=True, fraud_type="account_takeover", label_time=datetime.now(UTC)
+        )
+        producer.send(topic, key=label.transaction_id.encode(), value=label.model_dump_json().encode())
+    producer.flush()
+    producer.close()
+
+
+def _run_labels(settings: Any) -> None:
+    """`fraud ingest-labels` in its own process, until idle."""
+    from services.ingest_labels import build
+
+    service = build(settings)
+    try:
+        service.run()
+    finally:
+        service.close()
+
+
+def freshness(
+    events: pd.DataFrame, tmp: Path, rate: float, duration: float, warmup: float, every: int, delay: float
+) -> dict[str, Any]:
     """Events stamped with the wall clock at send, at a fixed rate; event time to online write.
 
     The first `warmup` seconds of traffic are sent and processed but not measured: they pay one-off
@@ -156,8 +192,18 @@ def freshness(events: pd.DataFrame, tmp: Path, rate: float, duration: float, war
     from services.ingest import build
 
     topic = f"bench-fresh-{uuid.uuid4().hex[:8]}"
-    ensure_topics(BOOTSTRAP, [topic], partitions=3)
-    ingestor = build(_settings(tmp / "fresh", topic, ingest_batch_max_seconds=0.2, ingest_batch_max_events=2000))
+    labels_topic = f"{topic}-labels"
+    ensure_topics(BOOTSTRAP, [topic, labels_topic], partitions=3)
+    settings = _settings(
+        tmp / "fresh",
+        topic,
+        ingest_batch_max_seconds=0.2,
+        ingest_batch_max_events=2000,
+        ingest_labels_topic=labels_topic,
+        ingest_labels_group_id=f"bench-{labels_topic}",
+        ingest_idle_exit_seconds=warmup + duration + 10,
+    )
+    ingestor = build(settings)
     while not ingestor.consumer.assignment():  # join the group first: freshness in steady state, not start-up
         ingestor.consumer.poll(timeout_ms=100)
     payloads = _payloads(events)
@@ -165,10 +211,28 @@ def freshness(events: pd.DataFrame, tmp: Path, rate: float, duration: float, war
     ctx = mp.get_context("spawn")
     sent = ctx.Value("q", 0)
     producer = ctx.Process(target=_produce_live, args=(topic, payloads, rate, warmup + duration, sent), daemon=True)
-    producer.start()
-    results = _consume(ingestor, lambda: not producer.is_alive() and ingestor.totals["processed"] >= sent.value)
-    producer.join(timeout=30)
+    labeller = ctx.Process(target=_produce_labels, args=(labels_topic, rate, warmup + duration, every, delay))
+    label_ingest = ctx.Process(
+        target=_run_labels, args=(settings.model_copy(update={"ingest_idle_exit_seconds": 5.0}),)
+    )
+    for process in (producer, labeller, label_ingest):
+        process.start()
+    expected_labels = len(range(0, int(rate * (warmup + duration)), every))
+
+    def done() -> bool:
+        caught_up = not producer.is_alive() and ingestor.totals["processed"] >= sent.value
+        return (
+            caught_up
+            and not labeller.is_alive()
+            and (len(ingestor.label_lags) >= expected_labels or not label_ingest.is_alive())
+        )
+
+    results = _consume(ingestor, done)
+    for process in (producer, labeller, label_ingest):
+        process.join(timeout=60)
     ingestor.close()
+    label_lags = np.array(ingestor.label_lags)
+    label_steady = label_lags[int(len(label_lags) * warmup / (warmup + duration)) :]
     lags = [lag for r in results for lag in r.freshness_s]
     event_times = [r.written_at - lag for r in results if r.written_at is not None for lag in r.freshness_s]
     arr = np.array(lags)
@@ -181,6 +245,10 @@ def freshness(events: pd.DataFrame, tmp: Path, rate: float, duration: float, war
         "p99_s": float(np.percentile(steady, 99)),
         "p99_all_s": float(np.percentile(arr, 99)),
         "max_s": float(steady.max()),
+        "labels": int(label_steady.size),
+        "labels_sent": expected_labels,
+        "label_p50_s": float(np.percentile(label_steady, 50)),
+        "label_p99_s": float(np.percentile(label_steady, 99)),
     }
 
 
@@ -191,6 +259,8 @@ def main() -> None:
     parser.add_argument("--live-rate", type=float, default=1000.0)
     parser.add_argument("--live-seconds", type=float, default=20.0)
     parser.add_argument("--warmup-seconds", type=float, default=5.0, help="live traffic sent before measuring")
+    parser.add_argument("--label-every", type=int, default=20, help="a fraud label for one live event in N")
+    parser.add_argument("--label-delay-seconds", type=float, default=2.0, help="label sent this long after its event")
     args = parser.parse_args()
 
     from fraud.settings import SimulatorSettings
@@ -204,7 +274,15 @@ def main() -> None:
         print(f"{len(events)} simulated events")
         sus = sustained(events, tmp)
         flo = floor(events, tmp)
-        fresh = freshness(events, tmp, args.live_rate, args.live_seconds, args.warmup_seconds)
+        fresh = freshness(
+            events,
+            tmp,
+            args.live_rate,
+            args.live_seconds,
+            args.warmup_seconds,
+            args.label_every,
+            args.label_delay_seconds,
+        )
     result = {
         "events": sus["events"],
         "events_per_s": round(sus["events_per_s"]),
@@ -219,6 +297,10 @@ def main() -> None:
         "freshness_events_measured": fresh["events"],
         "freshness_warmup_s": args.warmup_seconds,
         "freshness_p99_including_warmup_s": round(fresh["p99_all_s"], 3),
+        "label_freshness_p50_s": round(fresh["label_p50_s"], 3),
+        "label_freshness_p99_s": round(fresh["label_p99_s"], 3),
+        "label_freshness_labels_measured": fresh["labels"],
+        "label_freshness_labels_sent": fresh["labels_sent"],
         "store": "embedded: SQLite online (WAL), Parquet offline",
     }
     path = write_results("ingest", result)

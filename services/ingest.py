@@ -358,6 +358,7 @@ class Ingestor:
         # plain totals beside the Prometheus metrics (Feast switches prometheus_client to its
         # multi-process mode, where counters are shared by every instance in the process)
         self.totals: collections.Counter[str] = collections.Counter()
+        self.label_lags: collections.deque[float] = collections.deque(maxlen=100_000)  # label time -> online, s
 
     # -- start-up ---------------------------------------------------------------------------------
     def folders(self) -> list[Path]:
@@ -407,6 +408,7 @@ class Ingestor:
             at = written.result()[0]
             for value in at - label_times:
                 self.metrics.label_freshness.observe(max(float(value), 0.0))
+                self.label_lags.append(float(value))
 
     # -- the loop ---------------------------------------------------------------------------------
     def poll_batch(self) -> list[Any]:

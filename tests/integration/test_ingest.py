@@ -22,7 +22,7 @@ from fraud.kafka import make_producer
 from fraud.settings import IngestSettings
 from services.ingest import build
 from tests.factories import history as make_history
-from tests.online_check import assert_serves_the_history
+from tests.online_check import assert_serves_the_history, served
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -126,6 +126,44 @@ def test_20k_events_with_5_percent_bad_nothing_lost_online_equals_backfill(
     assert len(hist) == 19_000 and hist.transaction_id.is_unique
     # every user's online row serves what training computes over the good events
     assert assert_serves_the_history(settings, events) == events.user_id.nunique()
+
+
+def test_a_fraud_label_changes_the_online_risk_features_with_no_further_event(
+    kafka_bootstrap: str, topic_factory: Callable[..., str], tmp_path: Path
+) -> None:
+    """A label committed by `fraud ingest-labels` reaches the online rows of its transaction's device,
+    IP and address on the ingest's next turn, though none of them transacts again."""
+    events = make_history(n=400, users=10, seed=7)
+    topic = topic_factory("ingestlabel", partitions=1)
+    _produce(kafka_bootstrap, topic, _good_payloads(events))
+    settings = _settings(tmp_path, topic, kafka_bootstrap, ingest_idle_exit_seconds=2.0)
+    ingestor = build(settings)
+    try:
+        ingestor.run()
+        assert ingestor.totals["processed"] == len(events)
+        target = events.sort_values("event_time").iloc[-3]
+        end = events["event_time"].max()
+        request = pd.DataFrame([target]).assign(transaction_id="later", event_time=end + pd.Timedelta(hours=1))
+        before = served(settings, request).iloc[0]
+        label = pd.DataFrame(
+            {
+                "transaction_id": [target.transaction_id],
+                "is_fraud": [True],
+                "fraud_type": ["account_takeover"],
+                "label_time": [end + pd.Timedelta(minutes=1)],
+            }
+        )
+        history.append(tmp_path, "labels", label, tag="stream")  # what `fraud ingest-labels` commits
+        assert ingestor.refresh_labels() == 1
+        ingestor.commit(flush=True)
+        after = served(settings, request).iloc[0]
+    finally:
+        ingestor.close()
+    for kind in ("device", "ip"):
+        assert after[f"{kind}_fraud_count_7d"] == before[f"{kind}_fraud_count_7d"] + 1, kind
+        assert after[f"{kind}_fraud_rate_7d"] > before[f"{kind}_fraud_rate_7d"], kind
+    assert after["txn_count_total"] == before["txn_count_total"]  # no event was added
+    assert ingestor.label_lags, "the label's online write was not timed"
 
 
 def _spawn_ingest(settings: IngestSettings, log_path: Path) -> subprocess.Popen[bytes]:
