@@ -397,6 +397,7 @@ def main() -> None:
     parser.add_argument("--trees", type=int, default=400)
     parser.add_argument("--skip-mlflow", action="store_true")
     parser.add_argument("--skip-explain-all", action="store_true", help="skip the run with reasons on every response")
+    parser.add_argument("--results-name", default="score", help="writes benchmarks/results/<name>.json")
     args = parser.parse_args()
     if args.latency_runs < 1:
         parser.error("--latency-runs must be at least 1")
@@ -470,7 +471,7 @@ def main() -> None:
         results["throughput_ratio"] = round(best / mbest, 2) if mbest else None
 
     results["load_average_1m_at_end"] = round(os.getloadavg()[0], 2)  # other work on the machine skews every figure
-    path = write_results("score", results)
+    path = write_results(args.results_name, results)
     print()
     rows = [
         ("p50 at 200 req/s (ms)", "p50_ms_at_200rps", "mlflow_serve_p50_ms_at_200rps"),

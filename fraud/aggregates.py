@@ -188,12 +188,15 @@ class _Located:
         pos[order] = np.arange(len(merged))
         self.pos_q, self.pos_e = pos[: len(tq)], pos[len(tq) :]
         self.n_merged = len(merged)
-        self.mgs = np.searchsorted(self.mkey, gq * span * 2, "left").astype(np.int64)  # group's first item
+        self._lo: dict[int, np.ndarray] = {}
+        self._end: dict[int, np.ndarray] = {}
 
     def lo(self, width: int) -> np.ndarray:
         """First event of the query's window [t - w, t), among its MAX_EVENTS most recent events before t."""
-        start = np.searchsorted(self.ekey, self.gq * self.rank.span + self.rank(self.tq - width), "left")
-        return np.maximum(start, self.hi - MAX_EVENTS).astype(np.int64)
+        if width not in self._lo:
+            start = np.searchsorted(self.ekey, self.gq * self.rank.span + self.rank(self.tq - width), "left")
+            self._lo[width] = np.maximum(start, self.hi - MAX_EVENTS).astype(np.int64)
+        return self._lo[width]
 
     def after(self, times: np.ndarray, g: np.ndarray) -> np.ndarray:
         """Merged position of the first query of group g later than each time (after the queries at it)."""
@@ -202,13 +205,15 @@ class _Located:
     def cover_end(self, width: int) -> np.ndarray:
         """Per event: merged position where its windows end (the first query past t + w, or with
         MAX_EVENTS events of its group after it)."""
-        n = len(self.t)
-        end = self.after(self.t + width, self.g)
-        k = np.arange(n) + MAX_EVENTS
-        capped = k < n
-        capped[capped] = self.g[k[capped]] == self.g[capped]
-        end[capped] = np.minimum(end[capped], self.pos_e[k[capped]])
-        return end
+        if width not in self._end:
+            n = len(self.t)
+            end = self.after(self.t + width, self.g)
+            k = np.arange(n) + MAX_EVENTS
+            capped = k < n
+            capped[capped] = self.g[k[capped]] == self.g[capped]
+            end[capped] = np.minimum(end[capped], self.pos_e[k[capped]])
+            self._end[width] = end
+        return self._end[width]
 
     def count_covering(self, start: np.ndarray, end: np.ndarray) -> np.ndarray:
         """Per query: how many of the merged-position intervals [start, end) hold it."""
@@ -301,17 +306,30 @@ def _times(us: np.ndarray) -> np.ndarray:
     return out
 
 
-def _unseen(present: np.ndarray, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Columns with NaN (NaT) where the query's entity has nothing before it."""
-    out = {}
-    for name, col in columns.items():
-        if col.dtype.kind == "M":
-            col = col.copy()
-            col[~present] = np.datetime64("NaT")
-        else:
-            col = np.where(present, col.astype(np.float64), np.nan)
-        out[name] = col
-    return out
+def _finish(names: list[str], res: dict[str, np.ndarray], present: np.ndarray, ok: np.ndarray) -> dict[str, np.ndarray]:
+    """The features in `names` order for every query: NaN (NaT) where the query's entity has nothing
+    before it (`present` false) or no entity at all (`ok` false)."""
+    nq = len(ok)
+    numeric = [n for n in names if res[n].dtype.kind != "M"]
+    block = np.full((nq, len(numeric)), np.nan)
+    block[ok] = np.where(present[:, None], np.column_stack([res[n] for n in numeric]).astype(np.float64), np.nan)
+    out = {n: block[:, j] for j, n in enumerate(numeric)}
+    for n in names:
+        if res[n].dtype.kind == "M":
+            times = np.full(nq, np.datetime64("NaT"), dtype="datetime64[us]")
+            times[ok] = np.where(present, res[n], np.datetime64("NaT"))
+            out[n] = times
+    return {n: out[n] for n in names}
+
+
+def _nothing(names: list[str], nq: int) -> dict[str, np.ndarray]:
+    """No query has an entity: every feature missing."""
+    return {
+        n: np.full(nq, np.datetime64("NaT"), dtype="datetime64[us]")
+        if n.endswith(("_time", "_first_seen"))
+        else np.full(nq, np.nan)
+        for n in names
+    }
 
 
 def user_at(ent: Entities, gq: np.ndarray, tq: np.ndarray, own: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -322,11 +340,9 @@ def user_at(ent: Entities, gq: np.ndarray, tq: np.ndarray, own: dict[str, np.nda
     `gq` is each query's entity in `ent` (-1: none), `tq` its time (microseconds), `own` its hashed
     device/ip/country/destination (`key_hash`, by `DISTINCT_USER_FIELDS` name)."""
     names = F.user_feature_names()
-    nq = len(tq)
     ok = gq >= 0
-    out = {name: np.full(nq, np.nan) for name in names}
     if not ok.any():
-        return out
+        return _nothing(names, len(tq))
     m, g = ent.events, ent.group
     t = m[:, U["t"]].astype(np.int64)
     widths = list(F.WINDOWS.values())
@@ -370,16 +386,7 @@ def user_at(ent: Entities, gq: np.ndarray, tq: np.ndarray, own: dict[str, np.nda
     res["last_event_time"] = _times(last.astype(np.float64))
     for name in F.KNOWN_SETS:
         res[f"known_{name}_30d"] = _seen(loc, m[:, U[name]], own[name][ok], F.WINDOWS["30d"])
-    present = res["txn_count_total"] > 0
-    res = _unseen(present, res)
-    for name in names:
-        if res[name].dtype.kind == "M":
-            full = np.full(nq, np.datetime64("NaT"), dtype="datetime64[us]")
-            full[ok] = res[name]
-            out[name] = full
-        else:
-            out[name][ok] = res[name]
-    return out
+    return _finish(names, res, res["txn_count_total"] > 0, ok)
 
 
 def counterparty_at(kind: str, ent: Entities, gq: np.ndarray, tq: np.ndarray) -> dict[str, np.ndarray]:
@@ -389,12 +396,9 @@ def counterparty_at(kind: str, ent: Entities, gq: np.ndarray, tq: np.ndarray) ->
     fraud before t, smoothed towards F.PRIOR_RATE: (confirmed + PRIOR_RATE * PRIOR_WEIGHT) /
     (transactions + PRIOR_WEIGHT), within [0, 1])."""
     names = F.counterparty_feature_names(kind)
-    nq = len(tq)
     ok = gq >= 0
-    out = {name: np.full(nq, np.nan) for name in names}
-    out[f"{kind}_first_seen"] = np.full(nq, np.datetime64("NaT"), dtype="datetime64[us]")
     if not ok.any():
-        return out
+        return _nothing(names, len(tq))
     m, g = ent.events, ent.group
     t = m[:, C["t"]].astype(np.int64)
     confirmed = m[:, C["confirmed_at"]]
@@ -423,14 +427,7 @@ def counterparty_at(kind: str, ent: Entities, gq: np.ndarray, tq: np.ndarray) ->
         frauds = loc.count_covering(start, loc.cover_end(width)[idx])
         activity = (loc.hi - loc.lo(width)).astype(np.float64)
         res[f"{kind}_fraud_rate_{w}"] = (frauds + F.PRIOR_RATE * F.PRIOR_WEIGHT) / (activity + F.PRIOR_WEIGHT)
-    present = (carry[:, CC["count"]] + (loc.hi - loc.gs)) > 0
-    res = _unseen(present, res)
-    for name in names:
-        if res[name].dtype.kind == "M":
-            out[name][ok] = res[name]
-        else:
-            out[name][ok] = res[name]
-    return out
+    return _finish(names, res, (carry[:, CC["count"]] + (loc.hi - loc.gs)) > 0, ok)
 
 
 def history_entities(history: pd.DataFrame, labels: pd.DataFrame | None) -> dict[str, tuple[Entities, pd.Index]]:
