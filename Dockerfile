@@ -44,6 +44,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     HOME=/home/fraud \
     MPLCONFIGDIR=/tmp/matplotlib \
+    NUMBA_CACHE_DIR=/tmp/numba \
     FEAST_USAGE=False \
     FRAUD_DATA_DIR=/data \
     FRAUD_LOG_JSON=true

@@ -27,12 +27,17 @@ ROOT = Path(__file__).resolve().parent.parent
 GIT = shutil.which("git") or "/usr/bin/git"
 
 
-def _run(src: Path, data_dir: Path, name: str, latency_runs: int) -> dict[str, Any]:
+def _run(src: Path, data_dir: Path, name: str | None, latency_runs: int) -> dict[str, Any]:
+    """One `benchmarks.score` run in `src`; `name`: its results file (None: `score.json`, for a commit
+    older than `--results-name`, in its own throwaway worktree)."""
     cmd = [sys.executable, "-m", "benchmarks.score", "--skip-mlflow", "--skip-explain-all"]
-    cmd += ["--data-dir", str(data_dir), "--latency-runs", str(latency_runs), "--results-name", name]
+    cmd += ["--data-dir", str(data_dir), "--latency-runs", str(latency_runs)]
+    cmd += ["--results-name", name] if name else []
     subprocess.run(cmd, cwd=src, check=True, timeout=3600)
-    out = json.loads((src / "benchmarks" / "results" / f"{name}.json").read_text())
-    (src / "benchmarks" / "results" / f"{name}.json").unlink()
+    written = src / "benchmarks" / "results" / f"{name or 'score'}.json"
+    out = json.loads(written.read_text())
+    if name:
+        written.unlink()
     return {
         "p50_ms_at_200rps": out["p50_ms_at_200rps"],
         "p99_ms_at_200rps": out["p99_ms_at_200rps"],
@@ -58,7 +63,7 @@ def main() -> None:
     try:
         for i in range(args.rounds):
             print(f"round {i + 1}: before ({args.before})", flush=True)
-            runs["before"].append(_run(src, work / "data-before", "score_before_run", args.latency_runs))
+            runs["before"].append(_run(src, work / "data-before", None, args.latency_runs))
             print(f"round {i + 1}: after ({commit[:7]})", flush=True)
             runs["after"].append(_run(ROOT, work / "data-after", "score_after_run", args.latency_runs))
     finally:

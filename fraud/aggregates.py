@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import pandas as pd
 
@@ -149,153 +150,201 @@ def entities_of(
 
 
 # ---------------------------------------------------------------------------------------------
-# Locating queries among events.
+# The kernels: one compiled loop per kind, over each query's own events, newest first.
+#
+# For a query at t the kernel finds the first event of its entity at or after t (so the events before t
+# are [start, hi)), then walks back from hi - 1, at most MAX_EVENTS events and no further than the
+# longest window, adding each event to every window it falls in (t - w <= its time). Distinct counts
+# count a value at its most recent occurrence before t (a value is in a window when that occurrence is).
+# Running totals are the carry plus the sums of every event before t. The scorer's call (one request)
+# and training's (a million) run the same loop, so the window sums agree to the last bit; the totals
+# to float precision (the online row holds recent events and a carry, the history all of them).
+
+_USER_WINDOWS = np.array(list(F.WINDOWS.values()), dtype=np.float64)
+_SHORT = np.array(list(F.SHORT_WINDOWS.values()), dtype=np.float64)
+_RISK = np.array(list(F.RISK_WINDOWS.values()), dtype=np.float64)
+_NT = len(F.TYPES)
+_ND = len(F.DISTINCT_USER_FIELDS)
+_NA = len(F.ASSETS)
+_PER_WINDOW = 2 + 2 * _NT + _ND  # count, USD, (count, USD) per type, distinct per field
 
 
-class _Ranker:
-    """Maps int64 times into a dense rank space shared by every value compared in one evaluation."""
-
-    def __init__(self, *arrays: np.ndarray) -> None:
-        values = np.sort(np.concatenate([a.astype(np.int64) for a in arrays]))
-        self.values = values[np.r_[True, values[1:] != values[:-1]]] if len(values) else values
-        self.span = len(self.values) + 1
-
-    def __call__(self, a: np.ndarray) -> np.ndarray:
-        return np.searchsorted(self.values, a).astype(np.int64)
-
-
-class _Located:
-    """Events (sorted by group, time) and queries located against each other for given window widths.
-
-    Index space: `hi[q]` is the first event of the query's group at or after its time (so its events
-    before t are [gs[q], hi[q])). Merged space: queries and events in one order, a query before the
-    events at its own instant; `pos_e`, `pos_q` are their positions."""
-
-    def __init__(
-        self, g: np.ndarray, t: np.ndarray, gq: np.ndarray, tq: np.ndarray, widths: list[int], extra: list[np.ndarray]
-    ) -> None:
-        self.g, self.t, self.gq, self.tq = g, t, gq, tq
-        self.rank = _Ranker(t, tq, *(tq - w for w in widths), *(t + w for w in widths), *extra)
-        span = self.rank.span
-        self.ekey = g * span + self.rank(t)
-        self.qkey = gq * span + self.rank(tq)
-        self.gs = np.searchsorted(g, gq, "left").astype(np.int64)
-        self.hi = np.searchsorted(self.ekey, self.qkey, "left").astype(np.int64)
-        merged = np.concatenate([self.qkey * 2, self.ekey * 2 + 1])
-        order = np.argsort(merged, kind="stable")
-        self.mkey = merged[order]
-        pos = np.empty(len(merged), dtype=np.int64)
-        pos[order] = np.arange(len(merged))
-        self.pos_q, self.pos_e = pos[: len(tq)], pos[len(tq) :]
-        self.n_merged = len(merged)
-        self._lo: dict[int, np.ndarray] = {}
-        self._end: dict[int, np.ndarray] = {}
-
-    def lo(self, width: int) -> np.ndarray:
-        """First event of the query's window [t - w, t), among its MAX_EVENTS most recent events before t."""
-        if width not in self._lo:
-            start = np.searchsorted(self.ekey, self.gq * self.rank.span + self.rank(self.tq - width), "left")
-            self._lo[width] = np.maximum(start, self.hi - MAX_EVENTS).astype(np.int64)
-        return self._lo[width]
-
-    def after(self, times: np.ndarray, g: np.ndarray) -> np.ndarray:
-        """Merged position of the first query of group g later than each time (after the queries at it)."""
-        return np.searchsorted(self.mkey, (g * self.rank.span + self.rank(times)) * 2, "right").astype(np.int64)
-
-    def cover_end(self, width: int) -> np.ndarray:
-        """Per event: merged position where its windows end (the first query past t + w, or with
-        MAX_EVENTS events of its group after it)."""
-        if width not in self._end:
-            n = len(self.t)
-            end = self.after(self.t + width, self.g)
-            k = np.arange(n) + MAX_EVENTS
-            capped = k < n
-            capped[capped] = self.g[k[capped]] == self.g[capped]
-            end[capped] = np.minimum(end[capped], self.pos_e[k[capped]])
-            self._end[width] = end
-        return self._end[width]
-
-    def count_covering(self, start: np.ndarray, end: np.ndarray) -> np.ndarray:
-        """Per query: how many of the merged-position intervals [start, end) hold it."""
-        live = start < end
-        diff = np.bincount(start[live], minlength=self.n_merged + 1) - np.bincount(
-            end[live], minlength=self.n_merged + 1
-        )
-        return np.cumsum(diff)[self.pos_q].astype(np.int64)
+def _user_names() -> list[str]:
+    """The user kernel's output columns, in order (`F.user_feature_names()` members)."""
+    names: list[str] = []
+    for w in F.WINDOWS:
+        names += [f"txn_count_{w}", f"usd_sum_{w}"]
+        for t in F.TYPES:
+            names += [f"{t}_count_{w}", f"{t}_usd_{w}"]
+        names += [f"distinct_{d}_{w}" for d in F.DISTINCT_USER_FIELDS]
+    names += ["usd_mean_30d", "usd_std_30d", "last_event_time", "txn_count_total"]
+    names += [f"balance_{a}" for a in F.ASSETS]
+    return names + [f"known_{name}_30d" for name in F.KNOWN_SETS]
 
 
-def _group_cumsum(x: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """Running sums of each column that restart at each group (so the float error stays the entity's
-    own): plain sequential sums, one `np.cumsum` per group, the same arithmetic for one entity's online
-    row as for a whole history."""
-    out = np.empty_like(x)
-    if not len(x):
-        return out
-    starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]]).tolist()
-    for a, b in zip(starts, [*starts[1:], len(x)], strict=True):
-        np.cumsum(x[a:b], axis=0, out=out[a:b])
+def _counterparty_names(kind: str) -> list[str]:
+    names = [f"{kind}_txn_count_{w}" for w in F.SHORT_WINDOWS] + [f"{kind}_distinct_users_{w}" for w in F.SHORT_WINDOWS]
+    names += [f"{kind}_first_seen"]
+    for w in F.RISK_WINDOWS:
+        names += [f"{kind}_fraud_count_{w}", f"{kind}_fraud_rate_{w}"]
+    return names
+
+
+USER_OUT = _user_names()  # a test checks these are `F.user_feature_names()`
+
+
+@numba.njit(cache=True, nogil=True)
+def _user_kernel(
+    ev: np.ndarray,
+    bounds: np.ndarray,
+    carry: np.ndarray,
+    qg: np.ndarray,
+    qt: np.ndarray,
+    own: np.ndarray,
+    widths: np.ndarray,
+    cap: int,
+) -> np.ndarray:
+    nq, nw = len(qt), len(widths)
+    ncols = nw * _PER_WINDOW + 4 + _NA + _ND
+    out = np.full((nq, ncols), np.nan)
+    longest = widths.max()
+    posted = np.zeros((len(ev), _NA))  # each group's running balances, from its first held event
+    for g in range(len(bounds) - 1):
+        for e in range(bounds[g], bounds[g + 1]):
+            for c in range(_NA):
+                before = posted[e - 1, c] if e > bounds[g] else 0.0
+                posted[e, c] = before + ev[e, 3 + _ND + c]
+    for i in range(nq):
+        g = qg[i]
+        if g < 0:
+            continue
+        a, b = bounds[g], bounds[g + 1]
+        t = qt[i]
+        hi = a + np.searchsorted(ev[a:b, 0], t)  # the first event at or after t
+        total = carry[g, 0] + (hi - a)
+        if total <= 0:
+            continue  # nothing before t: no features, as an entity without an online row has none
+        acc = np.zeros((nw, _PER_WINDOW))
+        usd_sq = 0.0
+        seen = {np.int64(-1)}  # (field, hash) pairs met so far, as field << 52 | hash (hashes are 52-bit)
+        seen.discard(np.int64(-1))
+        j = hi - 1
+        while j >= max(a, hi - cap):
+            age = t - ev[j, 0]
+            if age > longest:
+                break
+            usd = ev[j, 2]
+            typ = int(ev[j, 1])
+            for k in range(nw):
+                if age <= widths[k]:
+                    acc[k, 0] += 1.0
+                    acc[k, 1] += usd
+                    acc[k, 2 + 2 * typ] += 1.0
+                    acc[k, 3 + 2 * typ] += usd
+            if age <= widths[nw - 1]:
+                usd_sq += usd * usd
+            for f in range(_ND):
+                v = ev[j, 3 + f]
+                if np.isnan(v):
+                    continue
+                key = (np.int64(f) << 52) | np.int64(v)
+                if key not in seen:
+                    seen.add(key)
+                    for k in range(nw):
+                        if age <= widths[k]:
+                            acc[k, 2 + 2 * _NT + f] += 1.0
+            j -= 1
+        row = out[i]
+        row[: nw * _PER_WINDOW] = acc.ravel()
+        col = nw * _PER_WINDOW
+        count, usd_sum = acc[nw - 1, 0], acc[nw - 1, 1]
+        if count > 0:
+            mean = usd_sum / count
+            var = usd_sq / count - mean * mean if count > 1 else 0.0
+            # E[x^2] - E[x]^2: clamp the float noise left where the spread is nil
+            row[col] = mean
+            row[col + 1] = np.sqrt(var) if var > 1e-9 * mean * mean else 0.0
+        row[col + 2] = ev[hi - 1, 0] if hi > a else carry[g, 1]
+        row[col + 3] = total
+        for c in range(_NA):
+            row[col + 4 + c] = carry[g, 2 + c] + (posted[hi - 1, c] if hi > a else 0.0)
+        for f in range(_ND):
+            v = own[i, f]
+            row[col + 4 + _NA + f] = 0.0 if np.isnan(v) or ((np.int64(f) << 52) | np.int64(v)) not in seen else 1.0
     return out
 
 
-def _range_sums(cs: np.ndarray, lo: np.ndarray, hi: np.ndarray, gs: np.ndarray) -> np.ndarray:
-    """Sums over event rows [lo, hi) of one group, from the group's running sums `cs`."""
-    if not len(cs):
-        return np.zeros((len(lo), cs.shape[1]))
-    top = np.where((hi > gs)[:, None], cs[np.maximum(hi - 1, 0)], 0.0)
-    bottom = np.where((lo > gs)[:, None], cs[np.maximum(lo - 1, 0)], 0.0)
-    return top - bottom
-
-
-def _next_repeat(g: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """For each event, the next event of its group with the same (non-NaN) value (n when none)."""
-    n = len(g)
-    repeat = np.full(n, n, dtype=np.int64)
-    idx = np.flatnonzero(~np.isnan(v))
-    by_value = idx[np.lexsort((idx, v[idx], g[idx]))]
-    same = (g[by_value][1:] == g[by_value][:-1]) & (v[by_value][1:] == v[by_value][:-1])
-    repeat[by_value[:-1][same]] = by_value[1:][same]
-    return repeat
-
-
-def _distinct(loc: _Located, v: np.ndarray, widths: list[int]) -> list[np.ndarray]:
-    """Per query and width: distinct non-missing values of `v` among the events of its window.
-
-    An event stays in the count of the queries after it until the window leaves it, MAX_EVENTS newer
-    events push it out, or its value repeats (the repeat carries the count on)."""
-    n = len(v)
-    present = ~np.isnan(v)
-    repeat = _next_repeat(loc.g, v)
-    rep_end = np.where(repeat < n, loc.pos_e[np.minimum(repeat, max(n - 1, 0))], loc.n_merged)
-    start = (loc.pos_e + 1)[present]
-    out = []
-    for w in widths:
-        end = np.minimum(loc.cover_end(w), rep_end)[present]
-        out.append(loc.count_covering(start, end))
+@numba.njit(cache=True, nogil=True)
+def _counterparty_kernel(
+    ev: np.ndarray,
+    bounds: np.ndarray,
+    carry: np.ndarray,
+    labels: np.ndarray,
+    lbounds: np.ndarray,
+    qg: np.ndarray,
+    qt: np.ndarray,
+    short: np.ndarray,
+    risk: np.ndarray,
+    cap: int,
+    prior: float,
+    weight: float,
+) -> np.ndarray:
+    nq, ns, nr = len(qt), len(short), len(risk)
+    out = np.full((nq, 2 * ns + 1 + 2 * nr), np.nan)
+    longest = max(short.max(), risk.max())
+    for i in range(nq):
+        g = qg[i]
+        if g < 0:
+            continue
+        a, b = bounds[g], bounds[g + 1]
+        t = qt[i]
+        hi = a + np.searchsorted(ev[a:b, 0], t)
+        if carry[g, 0] + (hi - a) <= 0:
+            continue
+        counts = np.zeros(ns)
+        users = np.zeros(ns)
+        activity = np.zeros(nr)
+        confirmed = np.zeros(nr)
+        seen = {np.int64(-1)}  # users met so far (52-bit hashes)
+        seen.discard(np.int64(-1))
+        j = hi - 1
+        while j >= max(a, hi - cap):
+            age = t - ev[j, 0]
+            if age > longest:
+                break
+            user = np.int64(ev[j, 2])
+            fresh = user not in seen
+            if fresh:
+                seen.add(user)
+            for k in range(ns):
+                if age <= short[k]:
+                    counts[k] += 1.0
+                    if fresh:
+                        users[k] += 1.0
+            for k in range(nr):
+                if age <= risk[k]:
+                    activity[k] += 1.0
+                    if ev[j, 3] < t:  # confirmed fraud before t
+                        confirmed[k] += 1.0
+            j -= 1
+        row = out[i]
+        row[:ns] = counts
+        row[ns : 2 * ns] = users
+        first = ev[a, 0] if hi > a else np.nan
+        known = carry[g, 1]
+        row[2 * ns] = known if np.isnan(first) or (not np.isnan(known) and known < first) else first
+        la, lb = lbounds[g], lbounds[g + 1]
+        upto = np.searchsorted(labels[la:lb], t)  # labels before t
+        for k in range(nr):
+            since = np.searchsorted(labels[la:lb], t - risk[k])  # labels before t - w
+            row[2 * ns + 1 + 2 * k] = min(upto - since, cap)
+            row[2 * ns + 2 + 2 * k] = (confirmed[k] + prior * weight) / (activity[k] + weight)
     return out
 
 
-def _seen(loc: _Located, v: np.ndarray, vq: np.ndarray, width: int) -> np.ndarray:
-    """Per query: 1 if its own value `vq` is among the values of the events of its window, else 0."""
-    n, nq = len(v), len(vq)
-    codes, _ = pd.factorize(np.concatenate([v, vq]), use_na_sentinel=True)
-    kind = np.r_[np.ones(n, dtype=np.int64), np.zeros(nq, dtype=np.int64)]
-    g = np.r_[loc.g, loc.gq]
-    rt = np.r_[loc.rank(loc.t), loc.rank(loc.tq)]
-    order = np.lexsort((kind, rt, codes, g))  # (group, value, time), a query before events at its instant
-    is_event = order < n
-    last = np.maximum.accumulate(np.where(is_event, np.arange(len(order)), -1))
-    at = np.empty(len(order), dtype=np.int64)
-    at[order] = np.arange(len(order))
-    prev = last[at[n:]]  # per query: the latest event at or before it in that order
-    j = np.where(prev >= 0, order[np.maximum(prev, 0)], 0)
-    ok = (prev >= 0) & (codes[n:] >= 0) & (codes[np.minimum(j, max(n - 1, 0))] == codes[n:]) & (n > 0)
-    if n:
-        ok &= (g[j] == loc.gq) & (loc.t[j] >= loc.tq - width) & (j >= loc.hi - MAX_EVENTS) & (j < loc.hi)
-    return ok.astype(np.int64)
-
-
-# ---------------------------------------------------------------------------------------------
-# The features of an entity at query times.
+def _bounds(group: np.ndarray, groups: int) -> np.ndarray:
+    """Start of each group's rows (and the end of the last) in rows sorted by group."""
+    return np.searchsorted(group, np.arange(groups + 1)).astype(np.int64)
 
 
 def _times(us: np.ndarray) -> np.ndarray:
@@ -306,128 +355,55 @@ def _times(us: np.ndarray) -> np.ndarray:
     return out
 
 
-def _finish(names: list[str], res: dict[str, np.ndarray], present: np.ndarray, ok: np.ndarray) -> dict[str, np.ndarray]:
-    """The features in `names` order for every query: NaN (NaT) where the query's entity has nothing
-    before it (`present` false) or no entity at all (`ok` false)."""
-    nq = len(ok)
-    numeric = [n for n in names if res[n].dtype.kind != "M"]
-    block = np.full((nq, len(numeric)), np.nan)
-    block[ok] = np.where(present[:, None], np.column_stack([res[n] for n in numeric]).astype(np.float64), np.nan)
-    out = {n: block[:, j] for j, n in enumerate(numeric)}
-    for n in names:
-        if res[n].dtype.kind == "M":
-            times = np.full(nq, np.datetime64("NaT"), dtype="datetime64[us]")
-            times[ok] = np.where(present, res[n], np.datetime64("NaT"))
-            out[n] = times
-    return {n: out[n] for n in names}
-
-
-def _nothing(names: list[str], nq: int) -> dict[str, np.ndarray]:
-    """No query has an entity: every feature missing."""
-    return {
-        n: np.full(nq, np.datetime64("NaT"), dtype="datetime64[us]")
-        if n.endswith(("_time", "_first_seen"))
-        else np.full(nq, np.nan)
-        for n in names
-    }
-
-
 def user_at(ent: Entities, gq: np.ndarray, tq: np.ndarray, own: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """User features at query times: windows by type, distinct counts, 30d mean and spread, running
     totals and balances, last event time, and whether the query's own device, IP, country and
     destination were seen in the 30 days before it (`known_<name>_30d`).
 
     `gq` is each query's entity in `ent` (-1: none), `tq` its time (microseconds), `own` its hashed
-    device/ip/country/destination (`key_hash`, by `DISTINCT_USER_FIELDS` name)."""
-    names = F.user_feature_names()
-    ok = gq >= 0
-    if not ok.any():
-        return _nothing(names, len(tq))
-    m, g = ent.events, ent.group
-    t = m[:, U["t"]].astype(np.int64)
-    widths = list(F.WINDOWS.values())
-    loc = _Located(g, t, gq[ok], tq[ok], widths, [])
-    usd = m[:, U["usd"]]
-    types = m[:, U["type"]]
-    cols = [usd, usd * usd]
-    for code in range(len(F.TYPES)):
-        is_t = (types == code).astype(np.float64)
-        cols += [is_t, usd * is_t]
-    posts = m[:, U[f"post_{F.ASSETS[0]}"] :]
-    cs = _group_cumsum(np.column_stack([*cols, posts]) if len(m) else np.zeros((0, len(cols) + len(F.ASSETS))), g)
-    res: dict[str, np.ndarray] = {}
-    distinct = {name: _distinct(loc, m[:, U[name]], widths) for name in F.DISTINCT_USER_FIELDS}
-    for k, (w, width) in enumerate(F.WINDOWS.items()):
-        lo = loc.lo(width)
-        sums = _range_sums(cs, lo, loc.hi, loc.gs)
-        count = (loc.hi - lo).astype(np.float64)
-        res[f"txn_count_{w}"] = count
-        res[f"usd_sum_{w}"] = np.where(count > 0, sums[:, 0], 0.0)  # nothing counted: exactly 0, not float noise
-        for j, typ in enumerate(F.TYPES):
-            typed = np.rint(sums[:, 2 + 2 * j])
-            res[f"{typ}_count_{w}"] = typed
-            res[f"{typ}_usd_{w}"] = np.where(typed > 0, sums[:, 3 + 2 * j], 0.0)
-        for name in F.DISTINCT_USER_FIELDS:
-            res[f"distinct_{name}_{w}"] = distinct[name][k].astype(np.float64)
-        if w == "30d":
-            with np.errstate(divide="ignore", invalid="ignore"):
-                mean = np.where(count > 0, sums[:, 0] / count, np.nan)
-                var = np.where(count > 1, sums[:, 1] / count - mean * mean, 0.0)
-            res["usd_mean_30d"] = mean
-            # E[x^2] - E[x]^2 from running sums: clamp the float noise left where the spread is nil
-            res["usd_std_30d"] = np.where(count > 0, np.sqrt(np.where(var > 1e-9 * mean * mean, var, 0.0)), np.nan)
-    carry = ent.carry[gq[ok]]
-    before = (loc.hi - loc.gs).astype(np.float64)
-    res["txn_count_total"] = carry[:, UC["count"]] + before
-    balances = _range_sums(cs[:, len(cols) :], loc.gs, loc.hi, loc.gs)
-    for j, a in enumerate(F.ASSETS):
-        res[f"balance_{a}"] = carry[:, UC[f"balance_{a}"]] + balances[:, j]
-    last = np.where(loc.hi > loc.gs, t[np.maximum(loc.hi - 1, 0)] if len(t) else np.nan, carry[:, UC["last_t"]])
-    res["last_event_time"] = _times(last.astype(np.float64))
-    for name in F.KNOWN_SETS:
-        res[f"known_{name}_30d"] = _seen(loc, m[:, U[name]], own[name][ok], F.WINDOWS["30d"])
-    return _finish(names, res, res["txn_count_total"] > 0, ok)
+    device/ip/country/destination (`key_hash`, by `DISTINCT_USER_FIELDS` name). NaN (NaT) where the
+    entity has nothing before the query."""
+    values = np.column_stack([own[name] for name in F.DISTINCT_USER_FIELDS]) if len(tq) else np.zeros((0, _ND))
+    block = _user_kernel(
+        np.ascontiguousarray(ent.events, dtype=np.float64),
+        _bounds(ent.group, len(ent.carry)),
+        np.ascontiguousarray(ent.carry, dtype=np.float64),
+        np.asarray(gq, dtype=np.int64),
+        np.asarray(tq, dtype=np.float64),
+        np.ascontiguousarray(values, dtype=np.float64),
+        _USER_WINDOWS,
+        MAX_EVENTS,
+    )
+    out = {name: block[:, j] for j, name in enumerate(USER_OUT)}
+    out["last_event_time"] = _times(out["last_event_time"])
+    return {name: out[name] for name in F.user_feature_names()}
 
 
 def counterparty_at(kind: str, ent: Entities, gq: np.ndarray, tq: np.ndarray) -> dict[str, np.ndarray]:
     """Counterparty features at query times: transactions and distinct users over 24h/7d, first seen,
-    and label-derived risk over 7d/30d (`<kind>_fraud_count_<w>`: fraud labels whose label_time falls
-    in the window, whichever transaction; `<kind>_fraud_rate_<w>`: the window's transactions known as
-    fraud before t, smoothed towards F.PRIOR_RATE: (confirmed + PRIOR_RATE * PRIOR_WEIGHT) /
-    (transactions + PRIOR_WEIGHT), within [0, 1])."""
-    names = F.counterparty_feature_names(kind)
-    ok = gq >= 0
-    if not ok.any():
-        return _nothing(names, len(tq))
-    m, g = ent.events, ent.group
-    t = m[:, C["t"]].astype(np.int64)
-    confirmed = m[:, C["confirmed_at"]]
-    known = np.isfinite(confirmed)
-    ct = confirmed[known].astype(np.int64)
-    widths = list({**F.SHORT_WINDOWS, **F.RISK_WINDOWS}.values())
-    loc = _Located(g, t, gq[ok], tq[ok], widths, [ct, ent.label_time])
-    res: dict[str, np.ndarray] = {}
-    short = list(F.SHORT_WINDOWS.values())
-    users = _distinct(loc, m[:, C["user"]], short)
-    for k, (w, width) in enumerate(F.SHORT_WINDOWS.items()):
-        res[f"{kind}_txn_count_{w}"] = (loc.hi - loc.lo(width)).astype(np.float64)
-        res[f"{kind}_distinct_users_{w}"] = users[k].astype(np.float64)
-    carry = ent.carry[gq[ok]]
-    first = np.where(loc.hi > loc.gs, t[np.minimum(loc.gs, max(len(t) - 1, 0))] if len(t) else np.nan, np.nan)
-    first = np.fmin(first.astype(np.float64), carry[:, CC["first_t"]])
-    res[f"{kind}_first_seen"] = _times(first)
-    span = loc.rank.span
-    lkey = ent.label_group * span + loc.rank(ent.label_time)
-    upto = np.searchsorted(lkey, loc.qkey, "left")
-    idx = np.flatnonzero(known)
-    for w, width in F.RISK_WINDOWS.items():
-        since = np.searchsorted(lkey, loc.gq * span + loc.rank(loc.tq - width), "left")
-        res[f"{kind}_fraud_count_{w}"] = np.minimum(upto - since, MAX_EVENTS).astype(np.float64)
-        start = np.maximum(loc.pos_e[idx] + 1, loc.after(ct, g[idx]))
-        frauds = loc.count_covering(start, loc.cover_end(width)[idx])
-        activity = (loc.hi - loc.lo(width)).astype(np.float64)
-        res[f"{kind}_fraud_rate_{w}"] = (frauds + F.PRIOR_RATE * F.PRIOR_WEIGHT) / (activity + F.PRIOR_WEIGHT)
-    return _finish(names, res, (carry[:, CC["count"]] + (loc.hi - loc.gs)) > 0, ok)
+    and label-derived risk over 7d/30d (`<kind>_fraud_count_<w>`: transactions confirmed fraud with
+    the label's time in the window, whichever transaction; `<kind>_fraud_rate_<w>`: the window's
+    transactions known as fraud before t, smoothed towards F.PRIOR_RATE: (confirmed + PRIOR_RATE *
+    PRIOR_WEIGHT) / (transactions + PRIOR_WEIGHT), within [0, 1]). NaN (NaT) where the entity has
+    nothing before the query."""
+    groups = len(ent.carry)
+    block = _counterparty_kernel(
+        np.ascontiguousarray(ent.events, dtype=np.float64),
+        _bounds(ent.group, groups),
+        np.ascontiguousarray(ent.carry, dtype=np.float64),
+        np.asarray(ent.label_time, dtype=np.float64),
+        _bounds(ent.label_group, groups),
+        np.asarray(gq, dtype=np.int64),
+        np.asarray(tq, dtype=np.float64),
+        _SHORT,
+        _RISK,
+        MAX_EVENTS,
+        F.PRIOR_RATE,
+        F.PRIOR_WEIGHT,
+    )
+    out = {name: block[:, j] for j, name in enumerate(_counterparty_names(kind))}
+    out[f"{kind}_first_seen"] = _times(out[f"{kind}_first_seen"])
+    return {name: out[name] for name in F.counterparty_feature_names(kind)}
 
 
 def history_entities(history: pd.DataFrame, labels: pd.DataFrame | None) -> dict[str, tuple[Entities, pd.Index]]:

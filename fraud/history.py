@@ -69,3 +69,23 @@ def remove_parts(data_dir: Path, kind: str, tag: str) -> int:
             path.unlink()
             removed += 1
     return removed
+
+
+def _online_ledger(data_dir: Path) -> Path:
+    return data_dir / "history" / "labels-online.txt"
+
+
+def labels_online(data_dir: Path) -> set[str]:
+    """Names of the label parts whose effect on the online features is written (by ingest or a backfill)."""
+    path = _online_ledger(data_dir)
+    return set(path.read_text().split()) if path.exists() else set()
+
+
+def mark_labels_online(data_dir: Path, written: list[Path]) -> None:
+    """Record label parts whose changes reached the online store (an append; a crash before it means
+    the parts are applied again on restart, which writes the same rows)."""
+    if written:
+        path = _online_ledger(data_dir)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as fh:
+            fh.write("".join(f"{p.name}\n" for p in written))

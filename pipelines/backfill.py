@@ -179,6 +179,9 @@ def backfill(
 
         for view, frame in rows.items():
             report.online_rows[view] = S.write_online(store, view, frame, settings.backfill_online_batch_rows)
+        # every label's effect is in the rows just written: the ingest service need not apply them again
+        mine = [p for p in history.parts(settings.data_dir, "labels") if f"-{TAG}-" in p.name]
+        history.mark_labels_online(settings.data_dir, mine)
         step("online", t0)
     log.info(
         "backfill: %d transactions (%d rejected), %d labels (%d rejected); %.0f rows/s features+offline",

@@ -667,8 +667,11 @@ review or decline. LightGBM binary classifier ({result.best_iteration} trees{_tu
 Platt-calibrated on validation.
 
 ## Data
-- Labelled transactions from the history in `fraud.history` with point-in-time features (Feast
-  FeatureService `{SERVICE_NAME}`, every stored value strictly before the transaction).
+- Labelled transactions from the history in `fraud.history` with point-in-time features: each
+  user's and counterparty's windows over `[t - w, t)` at the transaction's instant t, from the events
+  strictly before it and the labels known then (`fraud.aggregates`, the functions the scorer finishes
+  at request time), and the account and list features of Feast's point-in-time join (FeatureService
+  `{SERVICE_NAME}`).
 - Out-of-time split (event time, half-open), label delay respected:
 
 | period | from | to | rows | frauds |
@@ -684,8 +687,9 @@ Platt-calibrated on validation.
 
 ## Features
 {len(feature_names)} inputs (`fraud.features.model_feature_names()`): user activity windows (1h-30d,
-per transaction type), distinct devices/IPs/countries/addresses, balances, counterparty activity and
-label-derived fraud counts (device, IP, destination address), account age and KYC tier, sanctions/mixer
+per transaction type, ending at the transaction), distinct devices/IPs/countries/addresses, balances,
+counterparty activity and label-derived fraud counts and rates (device, IP, destination address; a
+label counts from its label time), account age and KYC tier, sanctions/mixer
 list membership, and request-time features (amount, type, asset, channel, new-device/IP/country/address
 flags, amount relative to the user's 30-day mean, share of the balance leaving, time since the
 previous transaction, counterparty ages).

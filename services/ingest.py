@@ -359,6 +359,7 @@ class Ingestor:
         # multi-process mode, where counters are shared by every instance in the process)
         self.totals: collections.Counter[str] = collections.Counter()
         self.label_lags: collections.deque[float] = collections.deque(maxlen=100_000)  # label time -> online, s
+        self.label_writes: list[Future[tuple[float, bool]]] = []  # label-only online writes under way
 
     # -- start-up ---------------------------------------------------------------------------------
     def folders(self) -> list[Path]:
@@ -371,7 +372,10 @@ class Ingestor:
         if finished or dropped:
             log.warning("recovered after a crash: %d batches completed, %d staged files dropped", finished, dropped)
         events = history.read(self.settings.data_dir, "transactions")
-        parts = history.parts(self.settings.data_dir, "labels")
+        # labels known to be online go into the rebuilt state; the others (committed by ingest-labels
+        # just before a crash, before their rows were written) are taken again by `refresh_labels`
+        online = history.labels_online(self.settings.data_dir)
+        parts = [p for p in history.parts(self.settings.data_dir, "labels") if p.name in online]
         labels = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True) if parts else None
         self.seen_label_parts.update(parts)
         self.state = FeatureState.from_history(events, labels)
@@ -389,6 +393,7 @@ class Ingestor:
         self.seen_label_parts.update(new)
         frauds = labels[labels["is_fraud"].astype(bool)]
         if frauds.empty:
+            history.mark_labels_online(self.settings.data_dir, new)
             return 0
         attached = F.attach_entities(frauds, self.state.entities(frauds["transaction_id"]))
         missing = frauds[~frauds["transaction_id"].isin(attached["transaction_id"])]
@@ -397,14 +402,18 @@ class Ingestor:
             attached = pd.concat([attached, F.attach_entities(missing, old)], ignore_index=True)
         change = self.state.add_labels(attached)
         self.state.apply(change)
-        if not change.empty:
+        if change.empty:
+            history.mark_labels_online(self.settings.data_dir, new)
+        else:
             written = self.writer.submit(pd.DataFrame(), change)
             times = F.to_micros(frauds["label_time"]) / 1e6
-            written.add_done_callback(lambda f: self._label_written(f, times))
+            written.add_done_callback(lambda f: self._label_written(f, times, new))
+            self.label_writes = [w for w in self.label_writes if not w.done()] + [written]
         return len(frauds)
 
-    def _label_written(self, written: Future[tuple[float, bool]], label_times: Any) -> None:
+    def _label_written(self, written: Future[tuple[float, bool]], label_times: Any, parts: list[Path]) -> None:
         if written.exception() is None:
+            history.mark_labels_online(self.settings.data_dir, parts)
             at = written.result()[0]
             for value in at - label_times:
                 self.metrics.label_freshness.observe(max(float(value), 0.0))
@@ -576,6 +585,10 @@ class Ingestor:
         """Commit the offsets of every batch wholly written; with `flush`, first finish writing them all."""
         while self.in_flight and (flush or self.in_flight[0].written.done()):
             self.finish()
+        if flush:
+            for written in self.label_writes:  # raises if a label's write failed
+                written.result()
+            self.label_writes = []
         if flush and self.online_only is not None:
             self.writer.commit_offline().result()
             self.committable, self.online_only = self.online_only, None

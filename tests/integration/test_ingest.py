@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from fraud import aggregates as A
 from fraud import history
 from fraud import store as S
 from fraud.contracts import transaction_messages
@@ -164,6 +165,26 @@ def test_a_fraud_label_changes_the_online_risk_features_with_no_further_event(
         assert after[f"{kind}_fraud_rate_7d"] > before[f"{kind}_fraud_rate_7d"], kind
     assert after["txn_count_total"] == before["txn_count_total"]  # no event was added
     assert ingestor.label_lags, "the label's online write was not timed"
+
+    # a label committed while the ingest is down (or just before a crash, before its rows were
+    # written) reaches the online store once it is back
+    other = events.sort_values("event_time").iloc[-5]
+    late = label.assign(transaction_id=other.transaction_id, label_time=end + pd.Timedelta(minutes=2))
+    history.append(tmp_path, "labels", late, tag="stream")
+    ingestor = build(settings)
+    try:
+        ingestor.refresh_labels()
+        ingestor.commit(flush=True)
+    finally:
+        ingestor.close()
+    again = served(
+        settings, pd.DataFrame([other]).assign(transaction_id="later", event_time=end + pd.Timedelta(hours=1))
+    )
+    want = A.features_at(
+        events, pd.concat([label, late]), pd.DataFrame([other]).assign(event_time=end + pd.Timedelta(hours=1))
+    )
+    for kind in ("device", "ip"):
+        assert again[f"{kind}_fraud_count_7d"].iloc[0] == want[f"{kind}_fraud_count_7d"].iloc[0] >= 1, kind
 
 
 def _spawn_ingest(settings: IngestSettings, log_path: Path) -> subprocess.Popen[bytes]:

@@ -162,3 +162,8 @@ def test_a_label_counts_from_its_label_time_and_not_a_microsecond_before() -> No
     assert got["device_fraud_count_7d"].tolist() == [0, 1, 0]
     assert got["device_fraud_count_30d"].tolist() == [0, 1, 1]
     assert got["device_fraud_rate_7d"].iloc[0] < got["device_fraud_rate_7d"].iloc[1]
+
+
+def test_the_kernels_fill_every_feature_once() -> None:
+    assert sorted(A.USER_OUT) == sorted(F.user_feature_names())
+    assert len(set(A.USER_OUT)) == len(A.USER_OUT)
