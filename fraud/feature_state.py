@@ -21,6 +21,7 @@ one vectorised pass (the backfill, and the ingest service after a restart).
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -172,7 +173,7 @@ class FeatureState:
                 out[key] = EntityRow(events, old.labels, old.carry, stamp).trimmed(kind, horizon)
             change.rows[kind] = out
         cols = batch[["transaction_id", "device_id", "ip_address", "destination_address"]].to_numpy(dtype=object)
-        change.txns = {row[0]: (int(ti), row[1], row[2], row[3]) for row, ti in zip(cols, t, strict=True)}
+        change.txns = {row[0]: _held(ti, row) for row, ti in zip(cols, t, strict=True)}
         return change
 
     def add_labels(self, labels: pd.DataFrame) -> Change:
@@ -274,12 +275,16 @@ class FeatureState:
             state.rows[kind] = _rows_of(kind, ent, index, horizon)
         recent = t >= horizon
         cols = ordered.loc[recent, ["transaction_id", "device_id", "ip_address", "destination_address"]]
-        state.txns = {
-            row[0]: (int(ti), row[1], row[2], row[3])
-            for row, ti in zip(cols.to_numpy(dtype=object), t[recent], strict=True)
-        }
+        state.txns = {row[0]: _held(ti, row) for row, ti in zip(cols.to_numpy(dtype=object), t[recent], strict=True)}
         state.first_label = {k: int(v) for k, v in first.items() if k in state.txns}
         return state
+
+
+def _held(t: Any, row: Any) -> tuple[int, Any, Any, Any]:
+    """What the state keeps of a transaction: its time and counterparties, their names interned (a
+    device, IP or address repeats across events: one string each, not one per event)."""
+    device, ip, address = (sys.intern(v) if isinstance(v, str) else None for v in row[1:4])
+    return (int(t), device, ip, address)
 
 
 def _rows_of(kind: str, ent: A.Entities, index: pd.Index, horizon: int) -> dict[str, EntityRow]:
