@@ -88,7 +88,14 @@ def main() -> None:
     load_before = os.getloadavg()
     started = time.perf_counter()
     subprocess.run(
-        [str(Path(sys.executable).parent / "fraud"), "train", "--report", str(report_path)],
+        [
+            str(Path(sys.executable).parent / "fraud"),
+            "train",
+            "--report",
+            str(report_path),
+            "--model-card",
+            str(args.workdir / "MODEL_CARD.md"),
+        ],
         check=True,
         env=env,
         cwd=ROOT,

@@ -240,9 +240,9 @@ def stored_columns(rows: OnlineRows, tx: Mapping[str, np.ndarray]) -> dict[str, 
     n = len(tx["event_time"])
     state: dict[str, list[A.Row | None]] = {}
     for kind in KIND_OF_VIEW.values():
-        fields = [rows.values.get(f) for f in state_fields(kind)]
-        events, carry = fields[0], fields[1]
-        labels = fields[2] if len(fields) > 2 else None
+        held = [rows.values.get(f) for f in state_fields(kind)]
+        events, carry = held[0], held[1]
+        labels = held[2] if len(held) > 2 else None
         state[kind] = [
             None
             if events is None or events[i] is None or carry is None or carry[i] is None
@@ -250,7 +250,9 @@ def stored_columns(rows: OnlineRows, tx: Mapping[str, np.ndarray]) -> dict[str, 
             for i in range(n)
         ]
     tq = tx["event_time"].astype("datetime64[us]").astype(np.int64)
-    own = {name: A.key_hash(tx[field]) for name, field in F.DISTINCT_USER_FIELDS.items()}
+    own_fields = list(F.DISTINCT_USER_FIELDS.items())
+    hashed = A.key_hash(np.concatenate([tx[f] for _, f in own_fields])).reshape(len(own_fields), n)  # one call
+    own = {name: hashed[k] for k, (name, _) in enumerate(own_fields)}
     cols = A.features_of_rows(state, tq, own)
     for name, values in rows.values.items():
         if is_array(name):

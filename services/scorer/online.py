@@ -62,6 +62,29 @@ def _numbers(found: list[dict[str, Any] | None], names: list[str]) -> np.ndarray
     return block
 
 
+def _varint(raw: bytes, pos: int) -> tuple[int, int]:
+    """A protobuf varint at `pos`: its value and the position after it."""
+    value, shift = 0, 0
+    while True:
+        byte = raw[pos]
+        value |= (byte & 0x7F) << shift
+        pos += 1
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+
+
+def _doubles(value: ValueProto) -> np.ndarray:
+    """A `double_list_val` as float64, read from its protobuf wire form without a Python float per
+    element: field 15 (length-delimited) holding a DoubleList whose field 1 is the packed doubles."""
+    raw = value.SerializeToString()
+    size, pos = _varint(raw, 1)  # after the one-byte tag of field 15
+    if size == 0:
+        return np.zeros(0)
+    count, pos = _varint(raw, pos + 1)  # after the one-byte tag of field 1
+    return np.frombuffer(raw, dtype="<f8", count=count // 8, offset=pos)
+
+
 def _arrays(found: list[dict[str, Any] | None], field: str) -> list[np.ndarray | None]:
     """An array field (a streaming view's state) per row: float64 values, None where absent."""
     out: list[np.ndarray | None] = []
@@ -70,7 +93,7 @@ def _arrays(found: list[dict[str, Any] | None], field: str) -> list[np.ndarray |
         if value is None or value.WhichOneof("val") != "double_list_val":
             out.append(None)
         else:
-            out.append(np.array(value.double_list_val.val, dtype=np.float64))
+            out.append(_doubles(value))
     return out
 
 
