@@ -36,7 +36,6 @@ device = Entity(name="device", join_keys=["device_id"], value_type=ValueType.STR
 ip = Entity(name="ip", join_keys=["ip_address"], value_type=ValueType.STRING, description="client IP address")
 
 
-
 def state_fields(kind: str) -> list[str]:
     """The array fields of an entity kind's streaming view: its events, carry (and fraud label times)."""
     prefix = "user" if kind == "user" else kind
@@ -99,9 +98,7 @@ def definitions(offline_dir: Path) -> list[Any]:
             name=name,
             entities=[entity],
             ttl=TTL,
-            schema=[
-                Field(name=field, dtype=feast_type(field)) for field in ALL_VIEWS[name][1]
-            ],
+            schema=[Field(name=field, dtype=feast_type(field)) for field in ALL_VIEWS[name][1]],
             source=source,
             online=True,
         )

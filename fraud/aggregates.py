@@ -28,7 +28,7 @@ few seconds, with the same code.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numba
 import numpy as np
@@ -75,8 +75,8 @@ def user_events(events: pd.DataFrame) -> np.ndarray:
     m[:, U["t"]] = F.to_micros(events["event_time"]).astype(np.float64)
     m[:, U["type"]] = events["type"].map(_TYPE_CODES).to_numpy(dtype=np.float64)
     m[:, U["usd"]] = events["amount_usd"].to_numpy(dtype=np.float64)
-    for name, field in F.DISTINCT_USER_FIELDS.items():
-        m[:, U[name]] = key_hash(events[field].to_numpy())
+    for name, column in F.DISTINCT_USER_FIELDS.items():
+        m[:, U[name]] = key_hash(events[column].to_numpy())
     m[:, U[f"post_{F.ASSETS[0]}"] :] = F.balance_postings(events)
     return m
 
@@ -115,6 +115,31 @@ class Entities:
     carry: np.ndarray
     label_group: np.ndarray
     label_time: np.ndarray
+
+    @property
+    def bounds(self) -> np.ndarray:
+        """Start of each entity's events (and the end of the last)."""
+        return _bounds(self.group, len(self.carry))
+
+    @property
+    def label_bounds(self) -> np.ndarray:
+        return _bounds(self.label_group, len(self.carry))
+
+
+@dataclass(frozen=True)
+class RowEntities(Entities):
+    """`Entities` of online rows, with their bounds known from the rows' lengths."""
+
+    starts: np.ndarray = field(default_factory=lambda: np.zeros(1, dtype=np.int64))
+    label_starts: np.ndarray = field(default_factory=lambda: np.zeros(1, dtype=np.int64))
+
+    @property
+    def bounds(self) -> np.ndarray:
+        return self.starts
+
+    @property
+    def label_bounds(self) -> np.ndarray:
+        return self.label_starts
 
 
 def sort_events(group: np.ndarray, events: np.ndarray, tiebreak: np.ndarray | None = None) -> np.ndarray:
@@ -190,6 +215,12 @@ def _counterparty_names(kind: str) -> list[str]:
 
 
 USER_OUT = _user_names()  # a test checks these are `F.user_feature_names()`
+_USER_ORDER = [(name, USER_OUT.index(name)) for name in F.user_feature_names()]
+_CP_ORDER = {
+    kind: [(name, _counterparty_names(kind).index(name)) for name in F.counterparty_feature_names(kind)]
+    for kind in F.COUNTERPARTIES
+}
+_NAT = np.iinfo(np.int64).min
 
 
 @numba.njit(cache=True, nogil=True)
@@ -348,10 +379,7 @@ def _bounds(group: np.ndarray, groups: int) -> np.ndarray:
 
 def _times(us: np.ndarray) -> np.ndarray:
     """Float microseconds (NaN: none) as datetime64[us] (NaT)."""
-    out = np.full(len(us), np.datetime64("NaT"), dtype="datetime64[us]")
-    ok = ~np.isnan(us)
-    out[ok] = us[ok].astype(np.int64).astype("datetime64[us]")
-    return out
+    return np.where(np.isnan(us), _NAT, np.nan_to_num(us)).astype(np.int64).view("datetime64[us]")
 
 
 def user_at(ent: Entities, gq: np.ndarray, tq: np.ndarray, own: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -365,7 +393,7 @@ def user_at(ent: Entities, gq: np.ndarray, tq: np.ndarray, own: dict[str, np.nda
     values = np.column_stack([own[name] for name in F.DISTINCT_USER_FIELDS]) if len(tq) else np.zeros((0, _ND))
     block = _user_kernel(
         np.ascontiguousarray(ent.events, dtype=np.float64),
-        _bounds(ent.group, len(ent.carry)),
+        ent.bounds,
         np.ascontiguousarray(ent.carry, dtype=np.float64),
         np.asarray(gq, dtype=np.int64),
         np.asarray(tq, dtype=np.float64),
@@ -373,9 +401,9 @@ def user_at(ent: Entities, gq: np.ndarray, tq: np.ndarray, own: dict[str, np.nda
         _USER_WINDOWS,
         MAX_EVENTS,
     )
-    out = {name: block[:, j] for j, name in enumerate(USER_OUT)}
+    out = {name: block[:, j] for name, j in _USER_ORDER}
     out["last_event_time"] = _times(out["last_event_time"])
-    return {name: out[name] for name in F.user_feature_names()}
+    return out
 
 
 def counterparty_at(kind: str, ent: Entities, gq: np.ndarray, tq: np.ndarray) -> dict[str, np.ndarray]:
@@ -385,13 +413,12 @@ def counterparty_at(kind: str, ent: Entities, gq: np.ndarray, tq: np.ndarray) ->
     transactions known as fraud before t, smoothed towards F.PRIOR_RATE: (confirmed + PRIOR_RATE *
     PRIOR_WEIGHT) / (transactions + PRIOR_WEIGHT), within [0, 1]). NaN (NaT) where the entity has
     nothing before the query."""
-    groups = len(ent.carry)
     block = _counterparty_kernel(
         np.ascontiguousarray(ent.events, dtype=np.float64),
-        _bounds(ent.group, groups),
+        ent.bounds,
         np.ascontiguousarray(ent.carry, dtype=np.float64),
         np.asarray(ent.label_time, dtype=np.float64),
-        _bounds(ent.label_group, groups),
+        ent.label_bounds,
         np.asarray(gq, dtype=np.int64),
         np.asarray(tq, dtype=np.float64),
         _SHORT,
@@ -400,9 +427,9 @@ def counterparty_at(kind: str, ent: Entities, gq: np.ndarray, tq: np.ndarray) ->
         F.PRIOR_RATE,
         F.PRIOR_WEIGHT,
     )
-    out = {name: block[:, j] for j, name in enumerate(_counterparty_names(kind))}
+    out = {name: block[:, j] for name, j in _CP_ORDER[kind]}
     out[f"{kind}_first_seen"] = _times(out[f"{kind}_first_seen"])
-    return {name: out[name] for name in F.counterparty_feature_names(kind)}
+    return out
 
 
 def history_entities(history: pd.DataFrame, labels: pd.DataFrame | None) -> dict[str, tuple[Entities, pd.Index]]:
@@ -454,31 +481,42 @@ Row = tuple[np.ndarray, np.ndarray, np.ndarray | None]  # an online row: flat ev
 def row_entities(kind: str, rows: list[Row | None]) -> tuple[Entities, np.ndarray]:
     """`Entities` of online rows (one per query, None: no row), and each query's entity in them."""
     width = len(USER_COLUMNS) if kind == "user" else len(COUNTERPARTY_COLUMNS)
-    gq = np.full(len(rows), -1, dtype=np.int64)
-    events: list[np.ndarray] = []
-    groups: list[np.ndarray] = []
-    carries: list[np.ndarray] = []
-    lgroups: list[np.ndarray] = []
-    ltimes: list[np.ndarray] = []
-    for i, row in enumerate(rows):
-        if row is None:
-            continue
-        k = len(carries)
-        gq[i] = k
-        ev = np.asarray(row[0], dtype=np.float64).reshape(-1, width)
-        events.append(ev)
-        groups.append(np.full(len(ev), k, dtype=np.int64))
-        carries.append(np.asarray(row[1], dtype=np.float64))
-        if row[2] is not None and len(row[2]):
-            ltimes.append(np.asarray(row[2], dtype=np.float64).astype(np.int64))
-            lgroups.append(np.full(len(row[2]), k, dtype=np.int64))
     n_carry = len(USER_CARRY) if kind == "user" else len(COUNTERPARTY_CARRY)
-    ent = Entities(
-        np.concatenate(groups) if groups else np.zeros(0, dtype=np.int64),
-        np.concatenate(events) if events else np.zeros((0, width)),
-        np.array(carries) if carries else np.zeros((0, n_carry)),
-        np.concatenate(lgroups) if lgroups else np.zeros(0, dtype=np.int64),
-        np.concatenate(ltimes) if ltimes else np.zeros(0, dtype=np.int64),
+    held = [row for row in rows if row is not None]
+    gq = np.full(len(rows), -1, dtype=np.int64)
+    k = 0
+    for i, row in enumerate(rows):
+        if row is not None:
+            gq[i] = k
+            k += 1
+    if not held:
+        empty = np.zeros(0, dtype=np.int64)
+        return RowEntities(empty, np.zeros((0, width)), np.zeros((0, n_carry)), empty, empty), gq
+    if len(held) == 1:  # one request (the scorer's usual batch): no concatenation
+        events, carry, labels = held[0]
+        m = np.asarray(events, dtype=np.float64).reshape(-1, width)
+        times = np.zeros(0, dtype=np.int64) if labels is None else np.asarray(labels).astype(np.int64)
+        one = RowEntities(
+            np.zeros(len(m), dtype=np.int64),
+            m,
+            np.asarray(carry, dtype=np.float64).reshape(1, -1),
+            np.zeros(len(times), dtype=np.int64),
+            times,
+            np.array([0, len(m)], dtype=np.int64),
+            np.array([0, len(times)], dtype=np.int64),
+        )
+        return one, gq
+    sizes = np.array([len(row[0]) // width for row in held], dtype=np.int64)
+    lsizes = np.array([0 if row[2] is None else len(row[2]) for row in held], dtype=np.int64)
+    label_parts = [row[2] for row in held if row[2] is not None and len(row[2])]
+    ent = RowEntities(
+        np.repeat(np.arange(len(held)), sizes),
+        np.concatenate([row[0] for row in held]).astype(np.float64).reshape(-1, width),
+        np.array([row[1] for row in held], dtype=np.float64),
+        np.repeat(np.arange(len(held)), lsizes),
+        np.concatenate(label_parts).astype(np.int64) if label_parts else np.zeros(0, dtype=np.int64),
+        np.concatenate([[0], np.cumsum(sizes)]),
+        np.concatenate([[0], np.cumsum(lsizes)]),
     )
     return ent, gq
 
