@@ -92,6 +92,7 @@ def soak_scorer(data_dir: Path, rate: float, seconds: float, workers: int) -> di
     cmd = [sys.executable, "-m", "fraud.cli", "serve", "--port", str(port), "--workers", str(workers)]
     proc = subprocess.Popen(cmd, env=env, start_new_session=True)
     windows: list[dict[str, Any]] = []
+    rss_windows: list[float] = []  # after each window: a slow leak climbs, a warming cache levels off
     try:
         S._wait_ready(f"http://127.0.0.1:{port}/readyz", proc)
         S.load(port, payloads, 200, S.WARM_UP_SECONDS)
@@ -101,7 +102,9 @@ def soak_scorer(data_dir: Path, rate: float, seconds: float, workers: int) -> di
             span = min(WINDOW_S, deadline - time.monotonic())
             step = S.load(port, payloads, rate, span)
             windows.append(step)
-            print(f"  scorer {rate:.0f} req/s: p99 {step['p99_ms']} ms, errors {step['errors']}", flush=True)
+            rss_windows.append(round(rss_mb(proc.pid), 1))
+            summary = f"p99 {step['p99_ms']} ms, errors {step['errors']}, RSS {rss_windows[-1]} MB"
+            print(f"  scorer {rate:.0f} req/s: {summary}", flush=True)
         rss_end = rss_mb(proc.pid)
     finally:
         S._stop(proc)
@@ -117,6 +120,7 @@ def soak_scorer(data_dir: Path, rate: float, seconds: float, workers: int) -> di
         "scorer_rss_start_mb": round(rss_start, 1),
         "scorer_rss_end_mb": round(rss_end, 1),
         "scorer_rss_growth_pct": growth_pct(rss_start, rss_end),
+        "scorer_rss_windows_mb": rss_windows,
     }
 
 
