@@ -37,7 +37,6 @@ import pandas as pd
 from fraud import features as F
 
 MAX_EVENTS = 1024  # most recent events (and fraud labels) of an entity a window is evaluated over
-US = F.US
 
 # Columns of an entity's event matrix.
 USER_COLUMNS: tuple[str, ...] = (
@@ -142,10 +141,9 @@ class RowEntities(Entities):
         return self.label_starts
 
 
-def sort_events(group: np.ndarray, events: np.ndarray, tiebreak: np.ndarray | None = None) -> np.ndarray:
-    """The order that sorts rows by (group, time[, tiebreak])."""
-    keys = (events[:, 0], group) if tiebreak is None else (tiebreak, events[:, 0], group)
-    return np.lexsort(keys)
+def sort_events(group: np.ndarray, events: np.ndarray) -> np.ndarray:
+    """The order that sorts rows by (group, time)."""
+    return np.lexsort((events[:, 0], group))
 
 
 def entities_of(
@@ -224,6 +222,13 @@ _NAT = np.iinfo(np.int64).min
 
 
 @numba.njit(cache=True, nogil=True)
+def _before(ev: np.ndarray, bounds: np.ndarray, g: int, t: float) -> tuple[int, int]:
+    """The group's first held event and the first at or after t: its events before t are [a, hi)."""
+    a, b = bounds[g], bounds[g + 1]
+    return a, a + np.searchsorted(ev[a:b, 0], t)
+
+
+@numba.njit(cache=True, nogil=True)
 def _user_kernel(
     ev: np.ndarray,
     bounds: np.ndarray,
@@ -248,9 +253,8 @@ def _user_kernel(
         g = qg[i]
         if g < 0:
             continue
-        a, b = bounds[g], bounds[g + 1]
         t = qt[i]
-        hi = a + np.searchsorted(ev[a:b, 0], t)  # the first event at or after t
+        a, hi = _before(ev, bounds, g, t)
         total = carry[g, 0] + (hi - a)
         if total <= 0:
             continue  # nothing before t: no features, as an entity without an online row has none
@@ -326,9 +330,8 @@ def _counterparty_kernel(
         g = qg[i]
         if g < 0:
             continue
-        a, b = bounds[g], bounds[g + 1]
         t = qt[i]
-        hi = a + np.searchsorted(ev[a:b, 0], t)
+        a, hi = _before(ev, bounds, g, t)
         if carry[g, 0] + (hi - a) <= 0:
             continue
         counts = np.zeros(ns)

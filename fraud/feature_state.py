@@ -28,17 +28,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from feature_repo.repo import KIND_OF_VIEW, state_fields
 from fraud import aggregates as A
 from fraud import features as F
 
 RETENTION_US = max(F.WINDOWS.values()) + 86400 * F.US  # the longest window, plus a day of lateness
 KINDS: dict[str, str] = {"user": "user_id", **F.COUNTERPARTIES}
-VIEW_OF_KIND = {
-    "user": "user_activity",
-    "address": "address_activity",
-    "device": "device_activity",
-    "ip": "ip_activity",
-}
+VIEW_OF_KIND = {kind: view for view, kind in KIND_OF_VIEW.items()}
 SWEEP_US = 86400 * F.US  # every entity is trimmed each time the watermark moves on by a day
 
 
@@ -306,13 +302,11 @@ def _rows_of(kind: str, ent: A.Entities, index: pd.Index, horizon: int) -> dict[
 
 def rows_frame(kind: str, rows: dict[str, EntityRow]) -> pd.DataFrame:
     """Entity rows as the online view's frame: key, event_timestamp and the row's array fields."""
-    prefix = "user" if kind == "user" else kind
     frame: dict[str, Any] = {
         KINDS[kind]: list(rows),
         "event_timestamp": pd.to_datetime([r.stamp for r in rows.values()], unit="us", utc=True),
-        f"{prefix}_events": [r.events.ravel() for r in rows.values()],
-        f"{prefix}_carry": [r.carry for r in rows.values()],
     }
-    if kind != "user":
-        frame[f"{prefix}_labels"] = [r.labels for r in rows.values()]
+    for name in state_fields(kind):  # <prefix>_events, _carry (, _labels): the row's attribute of that name
+        part = name.rsplit("_", 1)[1]
+        frame[name] = [getattr(r, part).ravel() for r in rows.values()]
     return pd.DataFrame(frame)
