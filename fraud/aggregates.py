@@ -28,7 +28,7 @@ few seconds, with the same code.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numba
 import numpy as np
@@ -101,44 +101,19 @@ def first_fraud_label(labels: pd.DataFrame | None) -> pd.Series:
     return times.groupby(level=0).min()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Entities:
     """Events of many entities, sorted by (entity, time): what windows are evaluated over.
 
-    `group` numbers the entities (ascending with the rows); `carry` holds, per entity, the totals of
-    events not in `events` (`USER_CARRY` / `COUNTERPARTY_CARRY`); `label_group`/`label_time` are the
-    entities' fraud label times (counterparties), sorted the same way."""
+    Entity g's events are `events[bounds[g]:bounds[g + 1]]` and its fraud label times (counterparties)
+    `label_time[label_bounds[g]:label_bounds[g + 1]]` (float microseconds, ascending); `carry` holds,
+    per entity, the totals of events not in `events` (`USER_CARRY` / `COUNTERPARTY_CARRY`)."""
 
-    group: np.ndarray
     events: np.ndarray
+    bounds: np.ndarray
     carry: np.ndarray
-    label_group: np.ndarray
     label_time: np.ndarray
-
-    @property
-    def bounds(self) -> np.ndarray:
-        """Start of each entity's events (and the end of the last)."""
-        return _bounds(self.group, len(self.carry))
-
-    @property
-    def label_bounds(self) -> np.ndarray:
-        return _bounds(self.label_group, len(self.carry))
-
-
-@dataclass(frozen=True)
-class RowEntities(Entities):
-    """`Entities` of online rows, with their bounds known from the rows' lengths."""
-
-    starts: np.ndarray = field(default_factory=lambda: np.zeros(1, dtype=np.int64))
-    label_starts: np.ndarray = field(default_factory=lambda: np.zeros(1, dtype=np.int64))
-
-    @property
-    def bounds(self) -> np.ndarray:
-        return self.starts
-
-    @property
-    def label_bounds(self) -> np.ndarray:
-        return self.label_starts
+    label_bounds: np.ndarray
 
 
 def sort_events(group: np.ndarray, events: np.ndarray) -> np.ndarray:
@@ -161,14 +136,15 @@ def entities_of(
     carry = np.zeros((len(index), n_carry))
     carry[:, 1] = np.nan  # no last event / first sighting carried
     lg = np.zeros(0, dtype=np.int64)
-    lt = np.zeros(0, dtype=np.int64)
+    lt = np.zeros(0, dtype=np.float64)
     if labels is not None and len(labels[0]):
         code = index.get_indexer(labels[0])
         keep = code >= 0
-        lg, lt = code[keep].astype(np.int64), labels[1][keep].astype(np.int64)
+        lg, lt = code[keep].astype(np.int64), labels[1][keep].astype(np.float64)
         lorder = np.lexsort((lt, lg))
         lg, lt = lg[lorder], lt[lorder]
-    return Entities(codes[order].astype(np.int64), m[order], carry, lg, lt), index
+    groups = len(index)
+    return Entities(m[order], _bounds(codes[order], groups), carry, lt, _bounds(lg, groups)), index
 
 
 # ---------------------------------------------------------------------------------------------
@@ -213,12 +189,15 @@ def _counterparty_names(kind: str) -> list[str]:
 
 
 USER_OUT = _user_names()  # a test checks these are `F.user_feature_names()`
-_USER_ORDER = [(name, USER_OUT.index(name)) for name in F.user_feature_names()]
-_CP_ORDER = {
-    kind: [(name, _counterparty_names(kind).index(name)) for name in F.counterparty_feature_names(kind)]
-    for kind in F.COUNTERPARTIES
+# The kernels' output columns in the order the feature lists name them (one fancy index per call).
+_USER_NAMES = tuple(F.user_feature_names())
+_USER_TAKE = np.array([USER_OUT.index(name) for name in _USER_NAMES], dtype=np.int64)
+_CP_NAMES = {kind: tuple(F.counterparty_feature_names(kind)) for kind in F.COUNTERPARTIES}
+_CP_TAKE = {
+    kind: np.array([_counterparty_names(kind).index(name) for name in names], dtype=np.int64)
+    for kind, names in _CP_NAMES.items()
 }
-_NAT = np.iinfo(np.int64).min
+_NAT = float(np.iinfo(np.int64).min)  # datetime64's NaT, exactly representable as a float
 
 
 @numba.njit(cache=True, nogil=True)
@@ -382,7 +361,7 @@ def _bounds(group: np.ndarray, groups: int) -> np.ndarray:
 
 def _times(us: np.ndarray) -> np.ndarray:
     """Float microseconds (NaN: none) as datetime64[us] (NaT)."""
-    return np.where(np.isnan(us), _NAT, np.nan_to_num(us)).astype(np.int64).view("datetime64[us]")
+    return np.where(np.isnan(us), _NAT, us).astype(np.int64).view("datetime64[us]")
 
 
 def user_at(ent: Entities, gq: np.ndarray, tq: np.ndarray, own: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -404,7 +383,7 @@ def user_at(ent: Entities, gq: np.ndarray, tq: np.ndarray, own: dict[str, np.nda
         _USER_WINDOWS,
         MAX_EVENTS,
     )
-    out = {name: block[:, j] for name, j in _USER_ORDER}
+    out = dict(zip(_USER_NAMES, block[:, _USER_TAKE].T, strict=True))
     out["last_event_time"] = _times(out["last_event_time"])
     return out
 
@@ -430,7 +409,7 @@ def counterparty_at(kind: str, ent: Entities, gq: np.ndarray, tq: np.ndarray) ->
         F.PRIOR_RATE,
         F.PRIOR_WEIGHT,
     )
-    out = {name: block[:, j] for name, j in _CP_ORDER[kind]}
+    out = dict(zip(_CP_NAMES[kind], block[:, _CP_TAKE[kind]].T, strict=True))
     out[f"{kind}_first_seen"] = _times(out[f"{kind}_first_seen"])
     return out
 
@@ -478,48 +457,58 @@ def features_at(history: pd.DataFrame, labels: pd.DataFrame | None, queries: pd.
     return pd.DataFrame(out, index=queries.index)
 
 
-Row = tuple[np.ndarray, np.ndarray, np.ndarray | None]  # an online row: flat events, carry, label times
+Row = tuple[np.ndarray, np.ndarray, np.ndarray | None]  # an online row (float64): flat events, carry, label times
+
+
+_NO_LABELS = np.zeros(0)
+_NO_ROWS = {  # no entity held
+    kind: Entities(
+        np.zeros((0, width)),
+        np.zeros(1, dtype=np.int64),
+        np.zeros((0, n_carry)),
+        _NO_LABELS,
+        np.zeros(1, dtype=np.int64),
+    )
+    for kind, width, n_carry in (
+        ("user", len(USER_COLUMNS), len(USER_CARRY)),
+        *((kind, len(COUNTERPARTY_COLUMNS), len(COUNTERPARTY_CARRY)) for kind in F.COUNTERPARTIES),
+    )
+}
 
 
 def row_entities(kind: str, rows: list[Row | None]) -> tuple[Entities, np.ndarray]:
     """`Entities` of online rows (one per query, None: no row), and each query's entity in them."""
     width = len(USER_COLUMNS) if kind == "user" else len(COUNTERPARTY_COLUMNS)
-    n_carry = len(USER_CARRY) if kind == "user" else len(COUNTERPARTY_CARRY)
-    held = [row for row in rows if row is not None]
-    gq = np.full(len(rows), -1, dtype=np.int64)
-    k = 0
-    for i, row in enumerate(rows):
+    held: list[Row] = []
+    at: list[int] = []
+    for row in rows:
+        at.append(len(held) if row is not None else -1)
         if row is not None:
-            gq[i] = k
-            k += 1
+            held.append(row)
+    gq = np.array(at, dtype=np.int64)
     if not held:
-        empty = np.zeros(0, dtype=np.int64)
-        return RowEntities(empty, np.zeros((0, width)), np.zeros((0, n_carry)), empty, empty), gq
+        return _NO_ROWS[kind], gq
     if len(held) == 1:  # one request (the scorer's usual batch): no concatenation
-        events, carry, labels = held[0]
-        m = np.asarray(events, dtype=np.float64).reshape(-1, width)
-        times = np.zeros(0, dtype=np.int64) if labels is None else np.asarray(labels).astype(np.int64)
-        one = RowEntities(
-            np.zeros(len(m), dtype=np.int64),
-            m,
-            np.asarray(carry, dtype=np.float64).reshape(1, -1),
-            np.zeros(len(times), dtype=np.int64),
-            times,
-            np.array([0, len(m)], dtype=np.int64),
-            np.array([0, len(times)], dtype=np.int64),
+        events = np.asarray(held[0][0], dtype=np.float64)
+        carry = np.asarray(held[0][1], dtype=np.float64)
+        labels = _NO_LABELS if held[0][2] is None else np.asarray(held[0][2], dtype=np.float64)
+        one = Entities(
+            events.reshape(-1, width),
+            np.array([0, len(events) // width], dtype=np.int64),
+            carry.reshape(1, -1),
+            labels,
+            np.array([0, len(labels)], dtype=np.int64),
         )
         return one, gq
-    sizes = np.array([len(row[0]) // width for row in held], dtype=np.int64)
-    lsizes = np.array([0 if row[2] is None else len(row[2]) for row in held], dtype=np.int64)
-    label_parts = [row[2] for row in held if row[2] is not None and len(row[2])]
-    ent = RowEntities(
-        np.repeat(np.arange(len(held)), sizes),
+    n_carry = len(USER_CARRY) if kind == "user" else len(COUNTERPARTY_CARRY)
+    sizes = np.array([0] + [len(row[0]) // width for row in held], dtype=np.int64)
+    label_parts = [_NO_LABELS if row[2] is None else row[2] for row in held]
+    ent = Entities(
         np.concatenate([row[0] for row in held]).astype(np.float64).reshape(-1, width),
-        np.array([row[1] for row in held], dtype=np.float64),
-        np.repeat(np.arange(len(held)), lsizes),
-        np.concatenate(label_parts).astype(np.int64) if label_parts else np.zeros(0, dtype=np.int64),
-        np.concatenate([[0], np.cumsum(sizes)]),
-        np.concatenate([[0], np.cumsum(lsizes)]),
+        np.cumsum(sizes),
+        np.array([row[1] for row in held], dtype=np.float64).reshape(-1, n_carry),
+        np.concatenate(label_parts).astype(np.float64),
+        np.cumsum(np.array([0] + [len(p) for p in label_parts], dtype=np.int64)),
     )
     return ent, gq
 

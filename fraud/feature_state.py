@@ -285,9 +285,7 @@ def _held(t: Any, row: Any) -> tuple[int, Any, Any, Any]:
 
 def _rows_of(kind: str, ent: A.Entities, index: pd.Index, horizon: int) -> dict[str, EntityRow]:
     """Each entity's row of a whole history: events past the horizon or the cap folded into the carry."""
-    g, m = ent.group, ent.events
-    bounds = np.searchsorted(g, np.arange(len(index) + 1))
-    lbounds = np.searchsorted(ent.label_group, np.arange(len(index) + 1))
+    m, bounds, lbounds = ent.events, ent.bounds, ent.label_bounds
     empty = _empty_carry(kind)
     out: dict[str, EntityRow] = {}
     for i, key in enumerate(index):

@@ -20,6 +20,7 @@ table, so they are not included.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -333,6 +334,14 @@ def model_array(stored: Columns, request: Columns) -> np.ndarray:
     A name in both inputs takes the request's value."""
     n = _rows(request)
     absent = np.full(n, np.nan)
+    if isinstance(stored, Mapping) and isinstance(request, Mapping):
+        # The scorer's numpy columns, numeric (None read as NaN): one conversion for the whole block.
+        # A column numpy cannot take as floats (text, pd.NA) is converted by name below, as training's are.
+        merged = {**stored, **request}
+        try:
+            return np.array([merged.get(c, absent) for c in _MODEL_COLUMNS], dtype=np.float64).T
+        except (TypeError, ValueError):
+            pass
     columns = []
     for c in _MODEL_COLUMNS:
         source = request if c in request else stored if c in stored else None
