@@ -127,9 +127,18 @@ def floor(events: pd.DataFrame, tmp: Path) -> dict[str, Any]:
 
 
 def _produce_live(
-    topic: str, payloads: list[tuple[bytes, dict[str, Any]]], rate: float, duration: float, sent: Any
+    topic: str,
+    payloads: list[tuple[bytes, dict[str, Any]]],
+    rate: float,
+    duration: float,
+    sent: Any,
+    replay: tuple[int, int, int] | None = None,
 ) -> None:
-    """Send events stamped with the wall clock, on schedule at `rate` for `duration` seconds."""
+    """Send events on schedule at `rate` for `duration` seconds, stamped with the wall clock.
+
+    `replay` = (first event time, microseconds between events, index of the first event): a replayed
+    stream instead, event i dated first + (index + i) * step, its id `replay-<index + i>`. (n events
+    as fast as the producer goes: rate n, duration 1.)"""
     import json
 
     from fraud.kafka import make_producer
@@ -141,7 +150,12 @@ def _produce_live(
         if delay > 0:
             time.sleep(delay)
         key, value = payloads[i % len(payloads)]
-        value = value | {"transaction_id": f"live-{i}", "event_time": datetime.now(UTC).isoformat()}
+        if replay is None:
+            value = value | {"transaction_id": f"live-{i}", "event_time": datetime.now(UTC).isoformat()}
+        else:
+            first, step, index = replay
+            at = datetime.fromtimestamp((first + (index + i) * step) / 1e6, UTC)
+            value = value | {"transaction_id": f"replay-{index + i}", "event_time": at.isoformat()}
         producer.send(topic, key=key, value=json.dumps(value).encode())
         sent.value += 1
     producer.flush()

@@ -364,6 +364,16 @@ def _times(us: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(us), _NAT, us).astype(np.int64).view("datetime64[us]")
 
 
+def _arg(a: np.ndarray, dtype: type = np.float64) -> np.ndarray:
+    """A kernel argument as a C-contiguous, aligned, writable array (copied only when it is not: an online
+    row read straight from its protobuf bytes is read-only). numba compiles one specialisation per
+    argument layout, so every caller shares the one the scorer warms up at start-up."""
+    f = a.flags
+    if a.dtype == dtype and f.c_contiguous and f.aligned and f.writeable:
+        return a
+    return np.array(a, dtype=dtype, order="C")
+
+
 def user_at(ent: Entities, gq: np.ndarray, tq: np.ndarray, own: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """User features at query times: windows by type, distinct counts, 30d mean and spread, running
     totals and balances, last event time, and whether the query's own device, IP, country and
@@ -374,12 +384,12 @@ def user_at(ent: Entities, gq: np.ndarray, tq: np.ndarray, own: dict[str, np.nda
     entity has nothing before the query."""
     values = np.column_stack([own[name] for name in F.DISTINCT_USER_FIELDS]) if len(tq) else np.zeros((0, _ND))
     block = _user_kernel(
-        np.ascontiguousarray(ent.events, dtype=np.float64),
-        ent.bounds,
-        np.ascontiguousarray(ent.carry, dtype=np.float64),
-        np.asarray(gq, dtype=np.int64),
-        np.asarray(tq, dtype=np.float64),
-        np.ascontiguousarray(values, dtype=np.float64),
+        _arg(ent.events),
+        _arg(ent.bounds, np.int64),
+        _arg(ent.carry),
+        _arg(gq, np.int64),
+        _arg(tq),
+        _arg(values),
         _USER_WINDOWS,
         MAX_EVENTS,
     )
@@ -396,13 +406,13 @@ def counterparty_at(kind: str, ent: Entities, gq: np.ndarray, tq: np.ndarray) ->
     PRIOR_WEIGHT) / (transactions + PRIOR_WEIGHT), within [0, 1]). NaN (NaT) where the entity has
     nothing before the query."""
     block = _counterparty_kernel(
-        np.ascontiguousarray(ent.events, dtype=np.float64),
-        ent.bounds,
-        np.ascontiguousarray(ent.carry, dtype=np.float64),
-        np.asarray(ent.label_time, dtype=np.float64),
-        ent.label_bounds,
-        np.asarray(gq, dtype=np.int64),
-        np.asarray(tq, dtype=np.float64),
+        _arg(ent.events),
+        _arg(ent.bounds, np.int64),
+        _arg(ent.carry),
+        _arg(ent.label_time),
+        _arg(ent.label_bounds, np.int64),
+        _arg(gq, np.int64),
+        _arg(tq),
         _SHORT,
         _RISK,
         MAX_EVENTS,

@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fraud import features as F
 from fraud.settings import ScorerSettings
+from services.scorer import core
 from services.scorer.audit import AuditPublisher, unpublished_gauge
 from services.scorer.deps import ApiKey, Service
 from services.scorer.metrics import Metrics
@@ -341,6 +342,7 @@ def create_app(
         # Everything loaded so far (Feast, MLflow, pandas, the model: ~400k objects) lives as long as the
         # process. Left to the collector, each full collection walks it all (~300 ms measured here),
         # stalling every request in the worker; frozen, it is never walked again.
+        await asyncio.to_thread(core.warm_up, holder.current)  # the scoring path's one-off costs, frozen too
         gc.collect()
         gc.freeze()
         watcher = asyncio.create_task(holder.watch(settings.scorer_poll_seconds, swapped), name="champion-watch")

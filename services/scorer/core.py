@@ -375,6 +375,33 @@ def add_reasons(scored: Sequence[Scored], top_k: int = 3) -> None:
             s.explained, s.needs_reasons = True, False
 
 
+def warm_up(model: ScoringModel | None) -> None:
+    """Score a made-up withdrawal once, with reasons, so the scoring path's one-off costs are paid before
+    the first request: numba loads (or compiles) the window kernels (~0.5 s and ~50k Python objects
+    here), LightGBM makes its first calls. The lifespan then freezes the collector over all of it; left
+    to the first request, those objects stayed young and every full collection walked them."""
+    txn = Transaction(
+        transaction_id="warm-up",
+        event_time=datetime.now(UTC),
+        user_id="warm-up",
+        type="withdrawal",
+        asset="BTC",
+        amount=0.01,
+        amount_usd=1000.0,
+        payment_method="crypto",
+        destination_address="warm-up",
+        device_id="warm-up",
+        ip_address="192.0.2.1",
+        country="US",
+        channel="web",
+    )
+    rows = OnlineRows.unavailable(1)
+    if model is None:
+        model_inputs([txn], rows)
+        return
+    score_batch(model, [txn], rows, explain=[True])
+
+
 def audit_record(s: Scored, feature_names: Sequence[str], scored_at: datetime) -> dict[str, Any]:
     """The `fraud-scores` message for one decision: input, features, score, model version, decision."""
     return {

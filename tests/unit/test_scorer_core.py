@@ -383,3 +383,40 @@ def test_model_holder_swaps_only_to_a_model_with_the_served_feature_list() -> No
     assert not holder.refresh() and holder.current.version == "1"  # wrong features: refused, v1 keeps serving
     source.version = "3"
     assert holder.refresh() and holder.current.version == "3"
+
+
+def _as_read(rows: core.OnlineRows) -> core.OnlineRows:
+    """The rows' array fields as the Feast edge hands them over: read-only, straight from protobuf bytes."""
+    from feast.protos.feast.types.Value_pb2 import DoubleList
+    from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+
+    from services.scorer.online import _doubles
+
+    values = dict(rows.values)
+    for kind in KIND_OF_VIEW.values():
+        for name in state_fields(kind):
+            values[name] = [
+                None if a is None else _doubles(ValueProto(double_list_val=DoubleList(val=list(a))))
+                for a in cast(list[Any], values[name])
+            ]
+    return core.OnlineRows(values=values, as_of=rows.as_of)
+
+
+def test_warm_up_compiles_what_every_request_runs() -> None:
+    """`warm_up` (made-up transaction, no stored rows) leaves nothing for a request to compile: rows read
+    from the store (read-only arrays), alone or in a batch, and history queries all run the one numba
+    specialisation of each kernel. A second one would be compiled or loaded by the first such request
+    (~0.5 s), and its objects, made after the lifespan froze the collector, walked by every full collection."""
+    model = served(TinyBundle())
+    core.warm_up(model)
+    core.warm_up(None)
+    txns = [txn(1), txn(2, device_id="dev-B")]
+    rows = _as_read(online_rows(txns))
+    assert not cast(list[Any], rows.values["user_events"])[0].flags.writeable
+    core.score_batch(model, txns[:1], _as_read(online_rows(txns[:1])), explain=[True])
+    core.score_batch(model, txns, rows, explain=[True, True])
+    frame = pd.DataFrame([transaction_record(t) for t in txns])
+    frame["event_time"] = pd.to_datetime(frame["event_time"], utc=True)
+    A.features_at(_user_history(), None, frame)
+    assert len(A._user_kernel.signatures) == 1
+    assert len(A._counterparty_kernel.signatures) == 1
