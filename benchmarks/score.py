@@ -146,20 +146,37 @@ def passes(step: dict[str, Any]) -> bool:
     )
 
 
-def ramp(port: int, payloads: list[bytes], seconds: float) -> tuple[list[dict[str, Any]], float]:
-    """Step through RATES until one fails; the highest passing rate is the sustainable throughput."""
+def ramp(port: int, payloads: list[bytes], seconds: float, refine: int = 2) -> tuple[list[dict[str, Any]], float]:
+    """Step through RATES until one fails, then halve the gap between the last rate that passed and the
+    first that failed `refine` times (the steps grow by up to a third: without this, two servers a few
+    percent apart can land a whole step apart). The highest passing rate is the sustainable throughput."""
     load(port, payloads, 100, 2.0)  # warm-up
-    steps, best = [], 0.0
-    for rate in RATES:
+    steps: list[dict[str, Any]] = []
+    best, failed = 0.0, None
+
+    def probe(rate: float) -> bool:
         step = load(port, payloads, rate, seconds)
         step["pass"] = passes(step)
         steps.append(step)
         print(
-            f"  {rate:>5} req/s: p50 {step['p50_ms']} ms, p99 {step['p99_ms']} ms, errors {step['errors']}", flush=True
+            f"  {rate:>5.0f} req/s: p50 {step['p50_ms']} ms, p99 {step['p99_ms']} ms, errors {step['errors']}",
+            flush=True,
         )
-        if not step["pass"]:
+        return bool(step["pass"])
+
+    for rate in RATES:
+        if not probe(rate):
+            failed = float(rate)
             break
         best = float(rate)
+    for _ in range(refine if failed is not None and best > 0 else 0):
+        middle = float(round((best + failed) / 2 / 25) * 25)  # type: ignore[operator]
+        if middle in (best, failed):
+            break
+        if probe(middle):
+            best = middle
+        else:
+            failed = middle
     return steps, best
 
 

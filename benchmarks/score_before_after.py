@@ -1,10 +1,12 @@
 """The scorer's latency before and after a change, side by side on this machine.
 
 Usage: .venv/bin/python -m benchmarks.score_before_after --before COMMIT [--rounds 2]
-Checks COMMIT out in a git worktree (data/bench-before/src), then runs `benchmarks.score` there and
-here in alternation, `--rounds` times each (the scorer only: no `mlflow models serve`, no
-explain-all run), each side with its own setup (simulated history, backfill, 400-tree model).
-Alternating spreads this VM's slow spells over both sides. Needs the local broker (audit topic).
+Checks COMMIT out in a git worktree (data/bench-before/src), puts this checkout's load driver
+(`benchmarks/score.py`, `benchmarks/common.py`) in it so both sides are measured the same way, then
+runs `benchmarks.score` there and here in alternation, `--rounds` times each (the scorer only:
+no `mlflow models serve`, no explain-all run), each side with its own setup (simulated history,
+backfill, 400-tree model). Alternating spreads this VM's slow spells over both sides. Needs the
+local broker (audit topic).
 Writes benchmarks/results/score_before_after.json: every run's p50/p99 at 200 req/s (the median of
 its windows), /healthz at the same rate, the highest rate with p99 < 50 ms, and after/before ratios
 of the medians over rounds.
@@ -27,17 +29,14 @@ ROOT = Path(__file__).resolve().parent.parent
 GIT = shutil.which("git") or "/usr/bin/git"
 
 
-def _run(src: Path, data_dir: Path, name: str | None, latency_runs: int) -> dict[str, Any]:
-    """One `benchmarks.score` run in `src`; `name`: its results file (None: `score.json`, for a commit
-    older than `--results-name`, in its own throwaway worktree)."""
+def _run(src: Path, data_dir: Path, name: str, latency_runs: int) -> dict[str, Any]:
+    """One `benchmarks.score` run in `src`, its results written to (and read back from) `<name>.json`."""
     cmd = [sys.executable, "-m", "benchmarks.score", "--skip-mlflow", "--skip-explain-all"]
-    cmd += ["--data-dir", str(data_dir), "--latency-runs", str(latency_runs)]
-    cmd += ["--results-name", name] if name else []
+    cmd += ["--data-dir", str(data_dir), "--latency-runs", str(latency_runs), "--results-name", name]
     subprocess.run(cmd, cwd=src, check=True, timeout=3600)
-    written = src / "benchmarks" / "results" / f"{name or 'score'}.json"
+    written = src / "benchmarks" / "results" / f"{name}.json"
     out = json.loads(written.read_text())
-    if name:
-        written.unlink()
+    written.unlink()
     return {
         "p50_ms_at_200rps": out["p50_ms_at_200rps"],
         "p99_ms_at_200rps": out["p99_ms_at_200rps"],
@@ -58,12 +57,14 @@ def main() -> None:
         subprocess.run([GIT, "worktree", "remove", "--force", str(src)], cwd=ROOT, check=False)
     work.mkdir(parents=True, exist_ok=True)
     subprocess.run([GIT, "worktree", "add", "--detach", str(src), args.before], cwd=ROOT, check=True)
+    for driver in ("score.py", "common.py"):  # the same load driver (ramp, windows) on both sides
+        shutil.copy2(ROOT / "benchmarks" / driver, src / "benchmarks" / driver)
     commit = subprocess.run([GIT, "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     runs: dict[str, list[dict[str, Any]]] = {"before": [], "after": []}
     try:
         for i in range(args.rounds):
             print(f"round {i + 1}: before ({args.before})", flush=True)
-            runs["before"].append(_run(src, work / "data-before", None, args.latency_runs))
+            runs["before"].append(_run(src, work / "data-before", "score_before_run", args.latency_runs))
             print(f"round {i + 1}: after ({commit[:7]})", flush=True)
             runs["after"].append(_run(ROOT, work / "data-after", "score_after_run", args.latency_runs))
     finally:
