@@ -15,6 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from feast import FeatureStore, FeatureView, RepoConfig
+from feast.infra.provider import Provider, get_provider
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
@@ -201,6 +202,13 @@ def online_rows(
     return list(zip(keys, features, stamps, [None] * len(keys), strict=True))
 
 
+@functools.lru_cache(maxsize=16)
+def provider_of(store: FeatureStore) -> Provider:
+    """Feast's provider for a store (`feast.infra.provider.get_provider`), built once per store: the
+    per-view online read and write that `get_online_features` and `write_to_online_store` end in."""
+    return get_provider(store.config)
+
+
 def write_online(
     store: FeatureStore, view: str, rows: pd.DataFrame, batch_rows: int = 5000, feature_view: FeatureView | None = None
 ) -> int:
@@ -213,7 +221,7 @@ def write_online(
     """
     latest = latest_per_entity(view, rows)
     feature_view = feature_view or store.get_feature_view(view, allow_registry_cache=True)
-    provider = store._get_provider()
+    provider = provider_of(store)
     for start in range(0, len(latest), batch_rows):
         records = online_rows(view, latest.iloc[start : start + batch_rows])
         provider.online_write_batch(store.config, feature_view, records, progress=None)

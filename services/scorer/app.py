@@ -288,6 +288,8 @@ def create_app(
         if not settings.scorer_api_keys:
             raise RuntimeError("no API keys configured: set FRAUD_SCORER_API_KEYS (comma-separated)")
         app.state.api_keys = [k.get_secret_value().encode() for k in settings.scorer_api_keys]
+        if any(k.startswith(b"demo-only-") for k in app.state.api_keys):
+            log.warning("an API key is a demo-only default (docker-compose.yml): set FRAUD_SCORER_API_KEYS in .env")
         rate = settings.scorer_client_rate_limit
         app.state.rate_limiter = (
             RateLimiter(rate, max(rate * settings.scorer_client_burst_seconds, 1.0)) if rate else None

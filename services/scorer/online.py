@@ -12,29 +12,34 @@ The embedded SQLite store is a local file in WAL mode (readers never wait for th
 read on the caller's thread: the hop to a helper thread and back cost about 0.3 ms a read here.
 And it is read in one query for all six views (`_SqliteViews`): Feast's SQLite store keeps a table
 per view, and the Python around each of its per-view queries cost more than the query (six reads
-of one key: ~0.43 ms through the provider, ~0.2 ms as one query). The query uses Feast's table names,
-key serialisation and row layout; the same test checks it against `get_online_features`.
+of one key: ~0.43 ms through the provider, ~0.2 ms as one query). The query uses Feast's table names
+(`compute_table_id`), key serialisation and row layout, on its own read connection to the same file;
+the same test checks it against `get_online_features`. Only Feast's public names are used
+(`tests/unit/test_feast_usage.py`).
 """
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from feast import FeatureStore
 from feast.infra.key_encoding_utils import serialize_entity_key
+from feast.infra.online_stores.sqlite import compute_table_id
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 
 from feature_repo.repo import ALL_VIEWS, SERVICE_NAME, is_array, is_time
 from fraud.contracts import Transaction
-from fraud.store import entity_key
+from fraud.store import entity_key, provider_of
 from services.scorer.core import VIEW_KEYS, OnlineRows
 
 log = logging.getLogger(__name__)
@@ -103,6 +108,11 @@ def _times(found: list[dict[str, Any] | None], name: str) -> np.ndarray:
     return np.array(micros, dtype=np.int64).astype("datetime64[us]")
 
 
+def _quote(identifier: str) -> str:
+    """A SQL identifier, quoted (embedded double quotes doubled): Feast's SQLite table names."""
+    return '"' + identifier.replace('"', '""') + '"'
+
+
 def _utc(ts: datetime) -> datetime:
     """Feast's row timestamp as an aware UTC datetime (its stores return naive UTC or aware values)."""
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
@@ -126,16 +136,16 @@ class _SqliteViews:
     """Feast's SQLite online tables, every view read in one UNION ALL query (see the module doc)."""
 
     def __init__(self, store: FeatureStore, plans: dict[str, _ViewPlan]) -> None:
-        from feast.infra.online_stores.sqlite import _quote_id, _table_id
-
         config = store.config
         versioned = config.registry.enable_online_feature_view_versioning
         self._tables = {
-            view: _quote_id(_table_id(config.project, plan.feature_view, versioned)) for view, plan in plans.items()
+            view: _quote(compute_table_id(config.project, plan.feature_view, versioned)) for view, plan in plans.items()
         }
         self._version = config.entity_key_serialization_version
-        online_store: Any = store._get_provider().online_store
-        self._conn = online_store._get_conn(config)  # Feast's connection (WAL, same file)
+        # The same file Feast writes (WAL: this reader never waits for the writer); it only reads.
+        path = Path(config.online_store.path)
+        path = path if path.is_absolute() else Path(config.repo_path or ".") / path
+        self._conn = sqlite3.connect(path, timeout=30, check_same_thread=False)
 
     def read(self, keys: dict[str, list[EntityKeyProto]]) -> dict[str, Found]:
         parts: list[str] = []
@@ -186,7 +196,7 @@ class OnlineFeatureReader:
         service = store.get_feature_service(SERVICE_NAME, allow_cache=True)
         served = {p.name: [f.name for f in p.features] for p in service.feature_view_projections}
         self._views = {view: _ViewPlan(view, store.get_feature_view(view), served[view]) for view in ALL_VIEWS}
-        self._provider = store._get_provider()  # Feast's per-view online read (see the module doc)
+        self._provider = provider_of(store)  # Feast's per-view online read (see the module doc)
         self._inline = store.config.online_store.type == "sqlite"  # local file: no helper thread (module doc)
         self._sqlite = _SqliteViews(store, self._views) if self._inline and not per_view else None
 

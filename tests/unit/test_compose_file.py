@@ -9,7 +9,9 @@
   pydantic-settings classes those commands build are introspected, and every FRAUD_* field without a
   usable default inside a container (loopback hosts, relative paths, secrets, embedded-only modes) is
   set in the service's environment; the environment then validates against those classes.
-- Secrets only through the environment: required `${VAR:?}` references, nothing in the image.
+- Secrets only through the environment, nothing in the image: `docker compose up` needs no `.env`, so
+  each secret falls back to a default marked demo-only (`${VAR:-demo-only-...}`) that `.env.example`
+  overrides with a value of its own.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ PROJECT = sorted(n for n, s in SERVICES.items() if cm.is_project_service(s, PROJ
 FRAUD_SERVICES = sorted(n for n in PROJECT if list(cm.fraud_calls(n, SERVICES[n])))
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 SECRET_NAME = re.compile(r"(PASSWORD|SECRET|TOKEN|API_KEYS?|_KEY)$")
+DEMO_ONLY = "demo-only-"  # the mark on a secret's default: for `docker compose up` on a laptop, never production
 
 # Settings whose default only works on one machine: inside a container each service would get its own.
 CONTAINER_SPECIFIC = {
@@ -96,17 +99,27 @@ def test_every_variable_is_documented_in_env_example() -> None:
     assert not unused, f".env.example sets variables docker-compose.yml never uses: {unused}"
 
 
-def test_secrets_are_required_from_the_environment() -> None:
-    """A secret has no default anywhere: compose refuses to start without it (`${VAR:?...}`)."""
-    with pytest.raises(cm.InterpolationError):
-        cm.load({})
+def test_secrets_have_demo_only_defaults_that_env_example_overrides() -> None:
+    """`docker compose up` runs with nothing to prepare: every secret falls back to a value marked
+    demo-only; `.env.example` (what production copies to `.env`) sets each one to something else.
+    (Before, compose refused to start until a `.env` was written.)"""
+    bare = cm.load({})  # no .env, no environment: interpolates without an error
+    secrets = 0
     for name, service in RAW["services"].items():
         for key, value in cm.environment(service).items():
             if SECRET_NAME.search(key):
+                secrets += 1
                 refs = cm.referenced_variables(value)
-                assert refs and all(op in (":?", "?") for op in refs.values()), (
-                    f"{name}: {key} must come from a required variable (${{{key}:?...}}), not {value!r}"
+                assert refs and all(op == ":-" for op in refs.values()), (
+                    f"{name}: {key} must come from a variable with a demo-only default, not {value!r}"
                 )
+                defaulted = cm.environment(bare["services"][name])[key]
+                assert defaulted.startswith(DEMO_ONLY) or DEMO_ONLY in defaulted, (
+                    f"{name}: {key}'s default {defaulted!r} is not marked {DEMO_ONLY!r}"
+                )
+                for var in refs:
+                    assert var in ENV and DEMO_ONLY not in ENV[var], f".env.example must override {var}"
+    assert secrets >= 4
 
 
 # ------------------------------------------------------------------------------------------ wiring
