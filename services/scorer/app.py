@@ -15,15 +15,15 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Request, Response, status
+from fastapi import Body, FastAPI, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fraud import features as F
 from fraud.settings import ScorerSettings
-from services.scorer import core
+from services.scorer import core, examples
 from services.scorer.audit import AuditPublisher, unpublished_gauge
 from services.scorer.deps import ApiKey, Service
 from services.scorer.metrics import Metrics
@@ -200,11 +200,21 @@ UNAVAILABLE: Responses = {
     503: _error("no model loaded, or the online store down (FRAUD_SCORER_STORE_DOWN=unavailable)")
 }
 SCORING_ERRORS: Responses = {**UNREADABLE, **UNAUTHORIZED, **TOO_LARGE, **INVALID, **UNAVAILABLE}
+SCORED: Responses = {200: {"content": {"application/json": {"examples": examples.RESPONSES}}}}
+SCORED_OR_INVALID: Responses = {
+    **SCORED,
+    422: INVALID[422] | {"content": {"application/json": {"examples": examples.INVALID_RESPONSE}}},
+}
 
 
 def _install_routes(app: FastAPI) -> None:
-    @app.post("/v1/score", response_model=ScoreResponse, responses=SCORING_ERRORS)
-    async def score(txn: TransactionRequest, service: Service, client: ApiKey, explain: bool = False) -> Response:
+    @app.post("/v1/score", response_model=ScoreResponse, responses={**SCORING_ERRORS, **SCORED_OR_INVALID})
+    async def score(
+        txn: Annotated[TransactionRequest, Body(openapi_examples=examples.REQUESTS)],
+        service: Service,
+        client: ApiKey,
+        explain: bool = False,
+    ) -> Response:
         """Score one transaction: calibrated fraud probability, decision and reason codes.
 
         Reason codes come with every review and decline; `explain=true` asks for them on an approval too."""

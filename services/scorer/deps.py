@@ -6,7 +6,8 @@ import hmac
 import math
 from typing import Annotated
 
-from fastapi import Depends, Header, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Request, Security, status
+from fastapi.security import APIKeyHeader
 
 from services.scorer.ratelimit import RateLimiter
 from services.scorer.service import ScoringService
@@ -21,7 +22,17 @@ async def get_service(request: Request) -> ScoringService:
     return service
 
 
-async def require_api_key(request: Request, x_api_key: Annotated[str | None, Header()] = None) -> str:
+# The OpenAPI security scheme of every scoring route: `/docs` gets "Authorize", and "Try it out" sends
+# the key. The check itself is ours (below): constant time, several keys, a rate limit per key.
+API_KEY = APIKeyHeader(
+    name="X-API-Key",
+    scheme_name="ApiKey",
+    description="one of FRAUD_SCORER_API_KEYS (`make demo`: demo-key; `docker compose up` without .env: demo-only-key)",
+    auto_error=False,
+)
+
+
+async def require_api_key(request: Request, x_api_key: Annotated[str | None, Security(API_KEY)] = None) -> str:
     """Check `X-API-Key` against the configured keys in constant time; 401 without a valid one, 429 past
     the key's request rate (`services.scorer.ratelimit`). Several keys are valid at once (rotation).
 
