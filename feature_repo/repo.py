@@ -16,6 +16,7 @@ Times (`signup_time`) are `Int64` fields of microseconds since the epoch (UTC): 
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -75,19 +76,30 @@ def feast_type(feature: str) -> FeastType:
     return Float64
 
 
+REPO_DIR = Path(__file__).resolve().parent
+
+
+def cli_offline_dir() -> Path:
+    """The offline folder `feast -c feature_repo` works on: FRAUD_DATA_DIR's (relative: to the project
+    root, where the services run), by default data/ (what `make demo` writes)."""
+    data = Path(os.environ.get("FRAUD_DATA_DIR", "data"))
+    return (data if data.is_absolute() else REPO_DIR.parent / data) / "offline"
+
+
 def view_path(offline_dir: Path, view: str) -> Path:
     """The folder of Parquet part files that holds one view's offline rows."""
     return offline_dir / view
 
 
 def definitions(offline_dir: Path) -> list[Any]:
-    """Every Feast object of the repository, with offline sources under `offline_dir`."""
+    """Every Feast object of the repository, with offline sources under `offline_dir` (relative to this
+    folder, as Feast resolves them: the same definitions whether `feast` or the services apply them)."""
     objects: list[Any] = [user, address, device, ip]
     views: list[Any] = []
     for name, (entity, _) in ALL_VIEWS.items():
         batch = FileSource(
             name=f"{name}_offline",
-            path=str(view_path(offline_dir, name).resolve()),
+            path=os.path.relpath(view_path(offline_dir, name).resolve(), REPO_DIR),
             timestamp_field="event_timestamp",
         )
         source: FileSource | PushSource = batch
@@ -106,3 +118,14 @@ def definitions(offline_dir: Path) -> list[Any]:
     objects += views
     objects.append(FeatureService(name=SERVICE_NAME, features=views))
     return objects
+
+
+# `feast -c feature_repo plan | apply | ui` collect this module's Feast objects: the definitions above,
+# over the data folder (`cli_offline_dir`).
+_DEFAULT = {obj.name: obj for obj in definitions(cli_offline_dir())}
+user_activity, address_activity = _DEFAULT["user_activity"], _DEFAULT["address_activity"]
+device_activity, ip_activity = _DEFAULT["device_activity"], _DEFAULT["ip_activity"]
+account, address_list = _DEFAULT["account"], _DEFAULT["address_list"]
+user_activity_push, address_activity_push = _DEFAULT["user_activity_push"], _DEFAULT["address_activity_push"]
+device_activity_push, ip_activity_push = _DEFAULT["device_activity_push"], _DEFAULT["ip_activity_push"]
+fraud_detection_v1 = _DEFAULT[SERVICE_NAME]

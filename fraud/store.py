@@ -14,36 +14,40 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from feast import FeatureStore, FeatureView, RepoConfig
+import yaml
+from feast import Entity, FeatureService, FeatureStore, FeatureView, RepoConfig
+from feast.data_source import DataSource
 from feast.infra.provider import Provider, get_provider
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+from feast.repo_contents import RepoContents
+from feast.repo_operations import extract_objects_for_apply_delete
 
-from feature_repo.repo import ALL_VIEWS, SERVICE_NAME, definitions, feast_type, is_array, is_time, view_path
+from feature_repo.repo import ALL_VIEWS, REPO_DIR, SERVICE_NAME, definitions, feast_type, is_array, is_time, view_path
 from fraud.atomic import AtomicBatch, write_part
 from fraud.settings import FeatureStoreSettings
 
 log = logging.getLogger(__name__)
 
 
+FEATURE_STORE_YAML = REPO_DIR / "feature_store.yaml"
+
+
 def repo_config(settings: FeatureStoreSettings) -> RepoConfig:
-    """The Feast configuration for the chosen mode (embedded SQLite, or Redis for compose)."""
+    """The repository's `feature_store.yaml` (what `feast -c feature_repo` reads), with its locations
+    taken from `settings`: the registry and SQLite files under the data folder, or Redis in compose mode."""
     settings.registry_path.parent.mkdir(parents=True, exist_ok=True)
-    online: dict[str, Any]
+    raw: dict[str, Any] = yaml.safe_load(FEATURE_STORE_YAML.read_text())
+    raw["project"] = settings.feast_project
+    raw["registry"]["path"] = str(settings.registry_path.resolve())
     if settings.feast_mode == "compose":
-        online = {"type": "redis", "connection_string": settings.feast_redis_url}
+        raw["online_store"] = {"type": "redis", "connection_string": settings.feast_redis_url}
     else:
         settings.online_path.parent.mkdir(parents=True, exist_ok=True)
-        online = {"type": "sqlite", "path": str(settings.online_path.resolve())}
-    return RepoConfig(
-        project=settings.feast_project,
-        provider="local",
-        registry={"registry_type": "file", "path": str(settings.registry_path.resolve()), "cache_ttl_seconds": 60},
-        online_store=online,
-        offline_store={"type": "file"},
-        entity_key_serialization_version=3,
-        repo_path=Path(__file__).resolve().parent.parent / "feature_repo",
-    )
+        raw["online_store"]["path"] = str(settings.online_path.resolve())
+    config = RepoConfig(**raw)
+    config.repo_path = REPO_DIR
+    return config
 
 
 def enable_sqlite_wal(path: Path) -> None:
@@ -61,16 +65,42 @@ def open_store(settings: FeatureStoreSettings) -> FeatureStore:
 
 
 def apply(settings: FeatureStoreSettings) -> FeatureStore:
-    """`feast apply` for the chosen configuration: register every object, create online tables."""
+    """`feast apply` for the chosen configuration: register every object, create online tables, and
+    delete what the definitions no longer hold (Feast's own plan of keeps, updates and deletions)."""
     for name in ALL_VIEWS:
         view_path(settings.offline_dir, name).mkdir(parents=True, exist_ok=True)
     ensure_offline_seed(settings.offline_dir)
     store = open_store(settings)
-    store.apply(definitions(settings.offline_dir))
+    repo = repo_contents(definitions(settings.offline_dir))
+    to_apply, to_delete, _, _ = extract_objects_for_apply_delete(store.project, store.registry, repo)
+    store.apply(to_apply, objects_to_delete=to_delete, partial=False)
+    if to_delete:
+        log.info("deleted from the registry: %s", ", ".join(sorted(o.name for o in to_delete)))
     if settings.feast_mode == "embedded":
         enable_sqlite_wal(settings.online_path)
     log.info("applied feature repository %s (%s mode)", settings.feast_project, settings.feast_mode)
     return store
+
+
+def repo_contents(objects: list[Any]) -> RepoContents:
+    """Feast objects as the `RepoContents` that `feast apply` plans from."""
+    sources: list[DataSource] = []
+    for obj in objects:  # every source once: the top-level ones and those the views hold
+        held = [obj] if isinstance(obj, DataSource) else []
+        if isinstance(obj, FeatureView):
+            held = [s for s in (obj.batch_source, obj.stream_source) if s is not None]
+        sources += [s for s in held if all(s.name != known.name for known in sources)]
+    return RepoContents(
+        projects=[],
+        data_sources=sources,
+        feature_views=[o for o in objects if isinstance(o, FeatureView)],
+        on_demand_feature_views=[],
+        stream_feature_views=[],
+        label_views=[],
+        entities=[o for o in objects if isinstance(o, Entity)],
+        feature_services=[o for o in objects if isinstance(o, FeatureService)],
+        permissions=[],
+    )
 
 
 @functools.cache
