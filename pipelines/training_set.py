@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from feast import FeatureStore
+from feast import FeatureStore, FileSource
 
 from feature_repo.repo import REFERENCE_VIEWS
 from fraud import aggregates as A
@@ -105,7 +105,8 @@ def _stored_keys(store: FeatureStore, view: str, key: str) -> set[str]:
 def _offline_parts(store: FeatureStore, view: str) -> list[Path]:
     """The Parquet part files the store's view reads (its batch source folder), in write order."""
     source = store.get_feature_view(view).batch_source
-    folder = Path(getattr(source, "path", ""))
+    # relative to the repository, as Feast resolves it (`feature_repo.repo.definitions`)
+    folder = Path(FileSource.get_uri_for_file_path(store.config.repo_path, getattr(source, "path", "")))
     return sorted(folder.glob("*.parquet")) if folder.is_dir() else [folder]
 
 

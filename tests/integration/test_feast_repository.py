@@ -81,3 +81,21 @@ def test_apply_deletes_what_the_definitions_no_longer_hold(tmp_path: Path) -> No
     assert {v.name for v in store.list_feature_views()} == set(ALL_VIEWS)
     assert "retired_source" not in {s.name for s in store.list_data_sources()}
     assert [s.name for s in store.list_feature_services()] == [SERVICE_NAME]
+
+
+def test_offline_sources_resolve_against_the_repository_not_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Source paths are relative to feature_repo/ (as Feast resolves them); code that reads a view's
+    source folder itself must resolve it the same way, whatever the working directory (a fresh clone
+    under /tmp, running from its root, read `../../pytest-of-root/...` as `/pytest-of-root/...`)."""
+    from pipelines.training_set import _offline_parts
+
+    settings = FeatureStoreSettings(data_dir=tmp_path / "data")
+    store = S.apply(settings)
+    elsewhere = tmp_path / "a" / "b" / "c" / "d"
+    elsewhere.mkdir(parents=True)
+    monkeypatch.chdir(elsewhere)
+    for view in ALL_VIEWS:
+        (folder,) = {p.parent for p in _offline_parts(store, view)} or {settings.offline_dir / view}
+        assert folder.resolve() == (settings.offline_dir / view).resolve(), view
