@@ -152,7 +152,7 @@ def ramp(port: int, payloads: list[bytes], seconds: float, refine: int = 2) -> t
     percent apart can land a whole step apart). The highest passing rate is the sustainable throughput."""
     load(port, payloads, 100, 2.0)  # warm-up
     steps: list[dict[str, Any]] = []
-    best, failed = 0.0, None
+    best, failed = 0.0, 0.0  # failed 0: no rate failed
 
     def probe(rate: float) -> bool:
         step = load(port, payloads, rate, seconds)
@@ -169,8 +169,8 @@ def ramp(port: int, payloads: list[bytes], seconds: float, refine: int = 2) -> t
             failed = float(rate)
             break
         best = float(rate)
-    for _ in range(refine if failed is not None and best > 0 else 0):
-        middle = float(round((best + failed) / 2 / 25) * 25)  # type: ignore[operator]
+    for _ in range(refine if failed and best else 0):
+        middle = float(round((best + failed) / 2 / 25) * 25)
         if middle in (best, failed):
             break
         if probe(middle):

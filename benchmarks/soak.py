@@ -151,17 +151,24 @@ def _accounted(ingestor: Any) -> int:
     return int(sum(ingestor.totals[k] for k in OUTCOMES))
 
 
-def soak_ingest(tmp: Path, events: pd.DataFrame, rate: float, seconds: float) -> dict[str, Any]:
-    from fraud import history
+def _joined_ingestor(folder: Path, name: str) -> tuple[str, Any, Any]:
+    """A fresh topic (and its DLQ), and the real ingest service on it, in its consumer group already."""
     from fraud.kafka import ensure_topics
     from services.ingest import build
 
-    topic = f"soak-ingest-{uuid.uuid4().hex[:8]}"
+    topic = f"{name}-{uuid.uuid4().hex[:8]}"
     ensure_topics(BOOTSTRAP, [topic, f"{topic}.dlq"], partitions=3)
-    settings = _settings(tmp / "ingest", topic, ingest_batch_max_seconds=0.2, ingest_batch_max_events=5000)
+    settings = _settings(folder, topic, ingest_batch_max_seconds=0.2, ingest_batch_max_events=5000)
     ingestor = build(settings)
     while not ingestor.consumer.assignment():
         ingestor.consumer.poll(timeout_ms=100)
+    return topic, settings, ingestor
+
+
+def soak_ingest(tmp: Path, events: pd.DataFrame, rate: float, seconds: float) -> dict[str, Any]:
+    from fraud import history
+
+    topic, settings, ingestor = _joined_ingestor(tmp / "ingest", "soak-ingest")
     ctx = mp.get_context("spawn")
     sent = ctx.Value("q", 0)
     producer = ctx.Process(target=_produce_live, args=(topic, _payloads(events), rate, seconds, sent), daemon=True)
@@ -203,8 +210,6 @@ def soak_ingest(tmp: Path, events: pd.DataFrame, rate: float, seconds: float) ->
 def soak_ingest_steady(tmp: Path, events: pd.DataFrame, rate: float, seconds: float, per_day: float) -> dict[str, Any]:
     """The ingest at its steady state size: a replayed event clock, after a warm-up of its whole retention."""
     from fraud.feature_state import RETENTION_US
-    from fraud.kafka import ensure_topics
-    from services.ingest import build
 
     day_us = 86400 * 1_000_000
     step = int(day_us / per_day)
@@ -212,12 +217,7 @@ def soak_ingest_steady(tmp: Path, events: pd.DataFrame, rate: float, seconds: fl
     live = int(rate * seconds)
     last = int(time.time() * 1e6) - 60 * 1_000_000  # the last event, a minute before now: nothing ahead
     first = last - (warm + live) * step
-    topic = f"soak-steady-{uuid.uuid4().hex[:8]}"
-    ensure_topics(BOOTSTRAP, [topic, f"{topic}.dlq"], partitions=3)
-    settings = _settings(tmp / "steady", topic, ingest_batch_max_seconds=0.2, ingest_batch_max_events=5000)
-    ingestor = build(settings)
-    while not ingestor.consumer.assignment():
-        ingestor.consumer.poll(timeout_ms=100)
+    topic, _, ingestor = _joined_ingestor(tmp / "steady", "soak-steady")
     payloads = _payloads(events)
     ctx = mp.get_context("spawn")
     warm_sent = ctx.Value("q", 0)
